@@ -1,0 +1,157 @@
+"""A loss whose parameters come from a generator network G."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from .._checks import check_image, check_same_shape
+from ..registry import MODELS
+from .terms import GradientForm, IntensityForm, Padding, fusion_loss
+
+#: ``criterion(output, inputs, params) -> {"loss": scalar, <term>: scalar, ...}``
+Criterion = Callable[[Tensor, tuple[Tensor, ...], Tensor], dict[str, Tensor]]
+
+
+@dataclass
+class LossOutput:
+    """What a :class:`LearnableLoss` returns.
+
+    Attributes:
+        loss: the scalar to minimise.
+        terms: every named term (``"loss"`` included), for logging.
+        params: the generated loss parameters (for fusion: the ``[B, K, H, W]``
+            weight maps), to log and visualise.
+    """
+
+    loss: Tensor
+    terms: dict[str, Tensor] = field(default_factory=dict)
+    params: Tensor | None = None
+
+
+def _build(module: nn.Module | dict) -> nn.Module:
+    return MODELS.build(module) if isinstance(module, dict) else module
+
+
+class LearnableLoss(nn.Module):
+    """``L(output, inputs; G(inputs))``: a criterion parameterised by a generator.
+
+    The generator's parameters are the loss's only parameters; the meta learner
+    trains them so that a model trained with this loss does well on a task.
+
+    Args:
+        generator: G, an ``nn.Module`` (or a registry config) mapping the inputs
+            to the loss parameters.
+        criterion: ``criterion(output, inputs, params)`` returning a dict of
+            scalar terms with the total under ``"loss"``.
+    """
+
+    def __init__(self, generator: nn.Module | dict, criterion: Criterion) -> None:
+        super().__init__()
+        self.generator = _build(generator)
+        self.criterion = criterion
+
+    def generate(self, *inputs: Tensor) -> Tensor:
+        """Run G on the inputs."""
+        return self.generator(*inputs)
+
+    def forward(
+        self,
+        output: Tensor,
+        *inputs: Tensor,
+        params: Tensor | None = None,
+        detach_params: bool = False,
+    ) -> LossOutput:
+        """Evaluate the loss.
+
+        Args:
+            output: the model output being judged.
+            *inputs: the inputs G sees (and the criterion compares against).
+            params: precomputed loss parameters; G is not run when given.
+            detach_params: compute G without a graph (G frozen: the fusion phase).
+        """
+        if params is None:
+            if detach_params:
+                with torch.no_grad():
+                    params = self.generate(*inputs)
+            else:
+                params = self.generate(*inputs)
+        elif detach_params:
+            params = params.detach()
+        terms = self.criterion(output, inputs, params)
+        if "loss" not in terms:
+            raise KeyError("criterion must return the total under the key 'loss'")
+        return LossOutput(loss=terms["loss"], terms=terms, params=params)
+
+
+@MODELS.register_module()
+class LearnableFusionLoss(LearnableLoss):
+    """TDFusion's learnable fusion loss ``L_f = L_int(w) + α L_grad`` (eqs. 1–3).
+
+    G maps the two sources to per-pixel softmax weights ``w_a + w_b = 1``; the
+    intensity term pulls the fused image towards each source in proportion to its
+    weight, and the gradient term keeps the stronger Sobel texture.
+
+    Args:
+        generator: G (default :class:`~learnable_fusion_loss.generators.TDFusionLPN`
+            is built by the caller; any module ``(a, b) -> [B, 2, H, W]`` works).
+        alpha: weight of the gradient term (paper: 1).
+        intensity_form: ``"paper"`` (default) or ``"official"`` (squared weights).
+        gradient_form: ``"magnitude"`` (default) or ``"axis"`` (public code).
+        padding: Sobel border, ``"zeros"`` as in the public code, or ``"replicate"``.
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module | dict,
+        alpha: float = 1.0,
+        intensity_form: IntensityForm = "paper",
+        gradient_form: GradientForm = "magnitude",
+        padding: Padding = "zeros",
+    ) -> None:
+        if alpha < 0:
+            raise ValueError(f"alpha must be >= 0, got {alpha}")
+        if intensity_form not in ("paper", "official"):
+            raise ValueError(f"intensity_form must be 'paper' or 'official', got {intensity_form!r}")
+        if gradient_form not in ("magnitude", "axis"):
+            raise ValueError(f"gradient_form must be 'magnitude' or 'axis', got {gradient_form!r}")
+        self.alpha = float(alpha)
+        self.intensity_form = intensity_form
+        self.gradient_form = gradient_form
+        self.padding = padding
+        super().__init__(generator, self._criterion)
+
+    def _criterion(self, fused: Tensor, sources: tuple[Tensor, ...], weights: Tensor) -> dict:
+        return fusion_loss(
+            fused,
+            *sources,
+            weights=weights,
+            alpha=self.alpha,
+            intensity_form=self.intensity_form,
+            gradient_form=self.gradient_form,
+            padding=self.padding,
+        )
+
+    def forward(  # type: ignore[override]
+        self,
+        fused: Tensor,
+        a: Tensor,
+        b: Tensor,
+        params: Tensor | None = None,
+        detach_params: bool = False,
+    ) -> LossOutput:
+        """Loss of ``fused`` against sources ``a`` and ``b`` (each ``[B, 1, H, W]``)."""
+        check_image("fused", fused)
+        check_image("a", a)
+        check_image("b", b)
+        check_same_shape(fused=fused, a=a, b=b)
+        return super().forward(fused, a, b, params=params, detach_params=detach_params)
+
+    def extra_repr(self) -> str:
+        return (
+            f"alpha={self.alpha}, intensity_form={self.intensity_form!r}, "
+            f"gradient_form={self.gradient_form!r}, padding={self.padding!r}"
+        )

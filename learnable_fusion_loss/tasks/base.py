@@ -1,0 +1,138 @@
+"""The task protocol: what the meta learner needs from a downstream task net T.
+
+``meta`` knows nothing about segmentation or detection. It sees a task as:
+
+* ``loss(fused, target)`` – a scalar, differentiable w.r.t. ``fused`` (and twice
+  differentiable through it, because the outer step back-propagates through the
+  inner step);
+* ``train_step(fused, target)`` – one ordinary optimiser step of T (paper eq. 9);
+* ``snapshot()`` / ``restore(snapshot)`` – an in-memory copy of T's parameters,
+  buffers and optimiser state, used to form T' (eq. 5) and to undo it.
+
+``fused`` is a grey image batch ``[B, 1, H, W]`` in [0, 1].
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+
+@runtime_checkable
+class TaskAdapter(Protocol):
+    """Structural type of a downstream task (see module docstring)."""
+
+    def loss(self, fused: Tensor, target: Any) -> Tensor: ...
+
+    def train_step(self, fused: Tensor, target: Any) -> dict[str, float]: ...
+
+    def snapshot(self) -> Any: ...
+
+    def restore(self, snapshot: Any) -> None: ...
+
+
+@dataclass(frozen=True)
+class TaskSnapshot:
+    """Detached copies of a task net's tensors and its optimiser state."""
+
+    tensors: dict[str, Tensor]
+    optimizer_state: dict[str, Any] | None
+    training: bool
+
+
+def snapshot_module(module: nn.Module, optimizer: torch.optim.Optimizer | None) -> TaskSnapshot:
+    """Copy parameters, buffers and optimiser state of ``module`` into memory."""
+    tensors = {k: v.detach().clone() for k, v in module.state_dict(keep_vars=True).items()}
+    opt_state = copy.deepcopy(optimizer.state_dict()) if optimizer is not None else None
+    return TaskSnapshot(tensors=tensors, optimizer_state=opt_state, training=module.training)
+
+
+def restore_module(
+    module: nn.Module, optimizer: torch.optim.Optimizer | None, snapshot: TaskSnapshot
+) -> None:
+    """Write a :func:`snapshot_module` copy back in place (bit-identical)."""
+    state = module.state_dict(keep_vars=True)
+    with torch.no_grad():
+        for key, saved in snapshot.tensors.items():
+            state[key].copy_(saved)
+    for param in module.parameters():
+        param.grad = None
+    if optimizer is not None and snapshot.optimizer_state is not None:
+        # load_state_dict keeps references to the tensors it is given: hand it a copy
+        # so the snapshot stays reusable.
+        optimizer.load_state_dict(copy.deepcopy(snapshot.optimizer_state))
+    module.train(snapshot.training)
+
+
+class ModuleTask:
+    """A task made of any ``nn.Module`` T, a criterion and an optimiser.
+
+    ``loss(fused, target) = criterion(net(fused), target)``. This is the generic
+    adapter used by the core's tests; the SegFormer and YOLOv8 adapters follow the
+    same protocol.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        criterion: Callable[[Any, Any], Tensor],
+        optimizer: torch.optim.Optimizer | None = None,
+    ) -> None:
+        self.net = net
+        self.criterion = criterion
+        self.optimizer = optimizer
+
+    def loss(self, fused: Tensor, target: Any) -> Tensor:
+        return self.criterion(self.net(fused), target)
+
+    def train_step(self, fused: Tensor, target: Any) -> dict[str, float]:
+        if self.optimizer is None:
+            raise RuntimeError("ModuleTask.train_step needs an optimizer")
+        self.net.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss(fused, target)
+        loss.backward()
+        self.optimizer.step()
+        return {"loss_task": float(loss.detach())}
+
+    def snapshot(self) -> TaskSnapshot:
+        return snapshot_module(self.net, self.optimizer)
+
+    def restore(self, snapshot: TaskSnapshot) -> None:
+        restore_module(self.net, self.optimizer, snapshot)
+
+
+class CallableTask:
+    """A fixed, parameter-free task: just ``task_loss(fused, target)``.
+
+    Its train step, snapshot and restore do nothing, so T' = T.
+    """
+
+    def __init__(self, task_loss: Callable[[Tensor, Any], Tensor]) -> None:
+        self.task_loss = task_loss
+
+    def loss(self, fused: Tensor, target: Any) -> Tensor:
+        return self.task_loss(fused, target)
+
+    def train_step(self, fused: Tensor, target: Any) -> dict[str, float]:
+        return {}
+
+    def snapshot(self) -> None:
+        return None
+
+    def restore(self, snapshot: None) -> None:
+        return None
+
+
+def as_task(task: TaskAdapter | Callable[[Tensor, Any], Tensor]) -> TaskAdapter:
+    """Accept a full adapter or a bare ``task_loss(fused, target)`` callable."""
+    if isinstance(task, TaskAdapter):
+        return task
+    if callable(task):
+        return CallableTask(task)
+    raise TypeError(f"task must be a TaskAdapter or a callable, got {type(task).__name__}")
