@@ -169,10 +169,10 @@ def test_meta_steps_move_weights_toward_the_modality_the_task_sees():
         return FusionBatch(a=a, b=b, target=a)
 
     probe = batch(100)
-    start = float(loss.generate(probe.a, probe.b)[:, 0].mean())
+    start = float(loss.generate(probe.a, probe.b)[:, 0].mean().detach())
     for step in range(25):
         learner.meta_step(batch(2 * step), batch(2 * step + 1))
-    end = float(loss.generate(probe.a, probe.b)[:, 0].mean())
+    end = float(loss.generate(probe.a, probe.b)[:, 0].mean().detach())
     assert end > start + 0.1, (start, end)
 
 

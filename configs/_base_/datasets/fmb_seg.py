@@ -1,0 +1,10 @@
+# FMB segmentation (15 classes), layout root/{train,test}/{Infrared,Visible,Label}.
+# TDFusion views: random 256x256 fusion crops, 300x400 task view.
+_base_ = ['./msrs_seg.py']
+dataset_type = 'FMBSegDataset'
+task_size = (300, 400)
+train_dataloader = dict(dataset=dict(
+    type=dataset_type, root='FMB',
+    pipeline=[dict(type='TaskView', size=task_size), dict(type='PairedRandomCrop', size=256)]))
+test_dataloader = dict(dataset=dict(
+    type=dataset_type, root='FMB', pipeline=[dict(type='TaskView', size=task_size)]))

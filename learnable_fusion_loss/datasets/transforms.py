@@ -1,0 +1,448 @@
+"""Box helpers and sample-dict transforms for paired fusion data.
+
+A *sample* is the dict a dataset of this package returns (see
+:mod:`learnable_fusion_loss.datasets.paired` for the keys). Transforms are
+callables ``sample -> sample`` registered in
+:data:`learnable_fusion_loss.registry.TRANSFORMS`, so configs can list them::
+
+    pipeline=[dict(type='lfl.TaskView', size=(240, 320)),
+              dict(type='lfl.PairedRandomCrop', size=256)]
+
+which is the TDFusion training recipe: the task sees the whole image resized
+(``ir_task``/``vi_task`` plus targets rescaled into that frame), the fusion loss
+sees a random 256×256 crop (``ir``/``vi``/``vi_crcb``).
+
+Targets (``gt_sem_seg``, ``bboxes``/``labels``) always live in one frame whose
+size is ``sample['target_shape']`` ``(H, W)``; transforms keep it up to date.
+Boxes are ``x1, y1, x2, y2`` in pixels, scaled by ``W'/W`` in x and ``H'/H`` in y
+on resize (the public TDFusion loader divides x by the height; this does not).
+
+Randomness uses torch's global generator, so DataLoader worker seeding applies.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..registry import TRANSFORMS
+
+__all__ = [
+    "TASK_VIEW_SIZES",
+    "resize_boxes",
+    "crop_boxes",
+    "boxes_xyxy_to_cxcywh",
+    "boxes_cxcywh_to_xyxy",
+    "boxes_to_mask",
+    "TaskView",
+    "PairedRandomCrop",
+    "PairedCenterCrop",
+    "PairedResize",
+    "RandomModalitySwap",
+    "BoxesToWeakMask",
+    "tdfusion_train_pipeline",
+]
+
+#: Task-view sizes ``(H, W)`` of the TDFusion recipe per dataset.
+TASK_VIEW_SIZES: dict[str, tuple[int, int]] = {
+    "MSRS": (240, 320),
+    "FMB": (300, 400),
+    "M3FD": (192, 256),
+    "LLVIP": (256, 320),
+}
+
+#: Image keys of the fusion view (cropped/resized together).
+FUSION_IMAGE_KEYS = ("ir", "vi", "vi_crcb")
+#: Image keys of the task view.
+TASK_IMAGE_KEYS = ("ir_task", "vi_task")
+
+
+# --------------------------------------------------------------------------- boxes
+
+
+def _check_boxes(boxes: Tensor) -> None:
+    if not isinstance(boxes, Tensor) or boxes.ndim != 2 or boxes.shape[-1] != 4:
+        shape = tuple(boxes.shape) if isinstance(boxes, Tensor) else type(boxes).__name__
+        raise ValueError(f"boxes must be a tensor [N, 4] (x1, y1, x2, y2), got {shape}")
+
+
+def resize_boxes(boxes: Tensor, src_shape: Sequence[int], dst_shape: Sequence[int]) -> Tensor:
+    """Rescale ``[N, 4]`` xyxy pixel boxes from an image of ``src_shape`` (H, W) to ``dst_shape``.
+
+    x is scaled by ``W_dst / W_src``, y by ``H_dst / H_src``.
+    """
+    _check_boxes(boxes)
+    (src_h, src_w), (dst_h, dst_w) = src_shape, dst_shape
+    scale = boxes.new_tensor([dst_w / src_w, dst_h / src_h, dst_w / src_w, dst_h / src_h])
+    return boxes * scale
+
+
+def crop_boxes(boxes: Tensor, crop: Sequence[int], min_size: float = 1.0) -> tuple[Tensor, Tensor]:
+    """Move xyxy boxes into the frame of ``crop = (x0, y0, x1, y1)`` and clip them to it.
+
+    Returns ``(boxes, keep)``: the kept boxes (clipped part at least ``min_size``
+    pixels wide and high) and the boolean mask over the input, to filter labels.
+    """
+    _check_boxes(boxes)
+    x0, y0, x1, y1 = crop
+    shifted = boxes - boxes.new_tensor([x0, y0, x0, y0])
+    shifted[:, 0::2] = shifted[:, 0::2].clamp(0, x1 - x0)
+    shifted[:, 1::2] = shifted[:, 1::2].clamp(0, y1 - y0)
+    keep = ((shifted[:, 2] - shifted[:, 0]) >= min_size) & (
+        (shifted[:, 3] - shifted[:, 1]) >= min_size
+    )
+    return shifted[keep], keep
+
+
+def boxes_xyxy_to_cxcywh(boxes: Tensor, image_shape: Sequence[int] | None = None) -> Tensor:
+    """xyxy pixels -> ``cx, cy, w, h``; normalised to [0, 1] by ``image_shape`` (H, W) if given."""
+    _check_boxes(boxes)
+    out = torch.stack(
+        [
+            (boxes[:, 0] + boxes[:, 2]) / 2,
+            (boxes[:, 1] + boxes[:, 3]) / 2,
+            boxes[:, 2] - boxes[:, 0],
+            boxes[:, 3] - boxes[:, 1],
+        ],
+        dim=1,
+    )
+    if image_shape is not None:
+        h, w = image_shape
+        out = out / out.new_tensor([w, h, w, h])
+    return out
+
+
+def boxes_cxcywh_to_xyxy(boxes: Tensor, image_shape: Sequence[int] | None = None) -> Tensor:
+    """Inverse of :func:`boxes_xyxy_to_cxcywh` (de-normalises by ``image_shape`` if given)."""
+    _check_boxes(boxes)
+    if image_shape is not None:
+        h, w = image_shape
+        boxes = boxes * boxes.new_tensor([w, h, w, h])
+    cx, cy, bw, bh = boxes.unbind(dim=1)
+    return torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], dim=1)
+
+
+def boxes_to_mask(boxes: Tensor, labels: Tensor, image_shape: Sequence[int]) -> Tensor:
+    """Rasterise boxes into a class mask ``[H, W]`` int64: pixel = box label + 1, background 0.
+
+    Larger boxes are drawn first so smaller (often nested or occluding) boxes stay
+    visible. A pixel belongs to a box when its centre lies inside it.
+    These are *weak* labels: every pixel of a box counts as the object.
+    """
+    _check_boxes(boxes)
+    h, w = image_shape
+    mask = torch.zeros(h, w, dtype=torch.int64)
+    if boxes.shape[0] == 0:
+        return mask
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    for i in torch.argsort(areas, descending=True, stable=True).tolist():
+        x1, y1, x2, y2 = boxes[i].tolist()
+        # pixel j is covered when x1 <= j + 0.5 < x2
+        c0, c1 = max(math.ceil(x1 - 0.5), 0), min(math.ceil(x2 - 0.5), w)
+        r0, r1 = max(math.ceil(y1 - 0.5), 0), min(math.ceil(y2 - 0.5), h)
+        if c1 > c0 and r1 > r0:
+            mask[r0:r1, c0:c1] = int(labels[i]) + 1
+    return mask
+
+
+# --------------------------------------------------------------------------- images
+
+
+def _resize_image(x: Tensor, size: Sequence[int], mode: str, antialias: bool) -> Tensor:
+    kwargs: dict[str, Any] = {"mode": mode}
+    if mode in ("bilinear", "bicubic"):
+        kwargs.update(align_corners=False, antialias=antialias)
+    return F.interpolate(x[None], size=tuple(size), **kwargs)[0]
+
+
+def _resize_mask(mask: Tensor, size: Sequence[int]) -> Tensor:
+    return F.interpolate(mask[None, None].float(), size=tuple(size), mode="nearest-exact")[
+        0, 0
+    ].long()
+
+
+def _size_pair(size: int | Sequence[int], name: str) -> tuple[int, int]:
+    if isinstance(size, int):
+        pair = (size, size)
+    else:
+        pair = tuple(int(s) for s in size)
+        if len(pair) != 2:
+            raise ValueError(f"{name} must be an int or (H, W), got {size!r}")
+    if min(pair) <= 0:
+        raise ValueError(f"{name} must be positive, got {size!r}")
+    return pair  # type: ignore[return-value]
+
+
+def _image_shape(sample: dict[str, Any]) -> tuple[int, int]:
+    if "ir" not in sample:
+        raise KeyError("sample has no 'ir' image; transforms expect a paired sample dict")
+    return tuple(sample["ir"].shape[-2:])  # type: ignore[return-value]
+
+
+def _resize_targets(sample: dict[str, Any], size: tuple[int, int]) -> None:
+    src = tuple(sample.get("target_shape", _image_shape(sample)))
+    if "gt_sem_seg" in sample:
+        sample["gt_sem_seg"] = _resize_mask(sample["gt_sem_seg"], size)
+    if "bboxes" in sample:
+        sample["bboxes"] = resize_boxes(sample["bboxes"], src, size)
+    sample["target_shape"] = size
+
+
+def _has_targets(sample: dict[str, Any]) -> bool:
+    return "gt_sem_seg" in sample or "bboxes" in sample
+
+
+@TRANSFORMS.register_module()
+class TaskView:
+    """Add the task view: the whole pair resized to ``size`` as ``ir_task`` / ``vi_task``.
+
+    Targets are moved into the task frame (mask: nearest; boxes: scaled per
+    axis), so a later :class:`PairedRandomCrop` crops only the fusion view.
+
+    Args:
+        size: ``(H, W)`` (TDFusion: MSRS 240×320, FMB 300×400, M3FD 192×256,
+            LLVIP 256×320; see :data:`TASK_VIEW_SIZES`), or a dataset name key.
+        mode: interpolation for images (``'bilinear'`` like TDFusion).
+        antialias: low-pass before downsampling (TDFusion: off).
+    """
+
+    def __init__(
+        self, size: Sequence[int] | str, mode: str = "bilinear", antialias: bool = False
+    ) -> None:
+        if isinstance(size, str):
+            if size not in TASK_VIEW_SIZES:
+                raise ValueError(
+                    f"unknown task-view preset {size!r}; known: {sorted(TASK_VIEW_SIZES)}"
+                )
+            size = TASK_VIEW_SIZES[size]
+        self.size = _size_pair(size, "size")
+        self.mode = mode
+        self.antialias = antialias
+
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+        sample = dict(sample)
+        for src, dst in (("ir", "ir_task"), ("vi", "vi_task")):
+            sample[dst] = _resize_image(sample[src], self.size, self.mode, self.antialias)
+        if _has_targets(sample):
+            _resize_targets(sample, self.size)
+        return sample
+
+    def __repr__(self) -> str:
+        return f"TaskView(size={self.size}, mode={self.mode!r}, antialias={self.antialias})"
+
+
+def _crop_sample(
+    sample: dict[str, Any],
+    box: tuple[int, int, int, int],
+    crop_targets: bool | None,
+    min_box_size: float,
+) -> dict[str, Any]:
+    x0, y0, x1, y1 = box
+    out = dict(sample)
+    for key in FUSION_IMAGE_KEYS:
+        if key in out:
+            out[key] = out[key][..., y0:y1, x0:x1]
+    # Targets follow the crop only when they share its frame, i.e. no task view was made.
+    if crop_targets is None:
+        crop_targets = "ir_task" not in sample
+    if crop_targets and _has_targets(sample):
+        if tuple(sample.get("target_shape", (y1, x1))) != tuple(sample["ir"].shape[-2:]):
+            raise ValueError(
+                f"cannot crop targets of sample {sample.get('img_id')!r}: they live in a "
+                f"{tuple(sample['target_shape'])} frame, the images are "
+                f"{tuple(sample['ir'].shape[-2:])}"
+            )
+        if "gt_sem_seg" in out:
+            out["gt_sem_seg"] = out["gt_sem_seg"][y0:y1, x0:x1]
+        if "bboxes" in out:
+            out["bboxes"], keep = crop_boxes(out["bboxes"], box, min_box_size)
+            out["labels"] = out["labels"][keep]
+        out["target_shape"] = (y1 - y0, x1 - x0)
+    out["crop_box"] = box
+    return out
+
+
+@TRANSFORMS.register_module()
+class PairedRandomCrop:
+    """Random ``size`` crop at the same place in ``ir``, ``vi`` and ``vi_crcb`` (the fusion view).
+
+    Args:
+        size: crop ``(H, W)`` or side length (TDFusion: 256).
+        crop_targets: crop ``gt_sem_seg``/``bboxes`` too. ``None`` (default): only
+            when the sample has no task view, since after :class:`TaskView` the
+            targets belong to the task view.
+        pad_if_needed: reflect-pad images smaller than the crop (else an error
+            naming the sample and its size).
+        min_box_size: cropped boxes narrower or lower than this (pixels) are dropped.
+
+    The crop window is stored as ``sample['crop_box'] = (x0, y0, x1, y1)``.
+    """
+
+    def __init__(
+        self,
+        size: int | Sequence[int] = 256,
+        crop_targets: bool | None = None,
+        pad_if_needed: bool = False,
+        min_box_size: float = 1.0,
+    ) -> None:
+        self.size = _size_pair(size, "size")
+        self.crop_targets = crop_targets
+        self.pad_if_needed = pad_if_needed
+        self.min_box_size = min_box_size
+
+    def _pad(self, sample: dict[str, Any]) -> dict[str, Any]:
+        h, w = _image_shape(sample)
+        ch, cw = self.size
+        if h >= ch and w >= cw:
+            return sample
+        if not self.pad_if_needed:
+            raise ValueError(
+                f"sample {sample.get('img_id')!r} ({sample.get('img_path', '?')}) "
+                f"is {h}x{w} (HxW), "
+                f"smaller than the crop {ch}x{cw}; use pad_if_needed=True or a smaller crop"
+            )
+        pad_h, pad_w = max(ch - h, 0), max(cw - w, 0)
+        out = dict(sample)
+        for key in FUSION_IMAGE_KEYS:
+            if key in out:
+                mode = "reflect" if pad_h < h and pad_w < w else "replicate"
+                out[key] = F.pad(out[key][None], (0, pad_w, 0, pad_h), mode=mode)[0]
+        if "gt_sem_seg" in out and "ir_task" not in out:
+            out["gt_sem_seg"] = F.pad(out["gt_sem_seg"], (0, pad_w, 0, pad_h), value=0)
+            out["target_shape"] = (h + pad_h, w + pad_w)
+        elif "bboxes" in out and "ir_task" not in out:
+            out["target_shape"] = (h + pad_h, w + pad_w)
+        return out
+
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+        sample = self._pad(sample)
+        h, w = _image_shape(sample)
+        ch, cw = self.size
+        y0 = int(torch.randint(0, h - ch + 1, (1,)))
+        x0 = int(torch.randint(0, w - cw + 1, (1,)))
+        return _crop_sample(
+            sample, (x0, y0, x0 + cw, y0 + ch), self.crop_targets, self.min_box_size
+        )
+
+    def __repr__(self) -> str:
+        return f"PairedRandomCrop(size={self.size}, crop_targets={self.crop_targets})"
+
+
+@TRANSFORMS.register_module()
+class PairedCenterCrop(PairedRandomCrop):
+    """Deterministic centre crop with the same rules as :class:`PairedRandomCrop`."""
+
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+        sample = self._pad(sample)
+        h, w = _image_shape(sample)
+        ch, cw = self.size
+        y0, x0 = (h - ch) // 2, (w - cw) // 2
+        return _crop_sample(
+            sample, (x0, y0, x0 + cw, y0 + ch), self.crop_targets, self.min_box_size
+        )
+
+
+@TRANSFORMS.register_module()
+class PairedResize:
+    """Resize the fusion view (``ir``, ``vi``, ``vi_crcb``) and, if in the same frame, the targets.
+
+    Args:
+        size: output ``(H, W)``.
+        mode: interpolation for images.
+        antialias: low-pass before downsampling.
+    """
+
+    def __init__(self, size: Sequence[int], mode: str = "bilinear", antialias: bool = True) -> None:
+        self.size = _size_pair(size, "size")
+        self.mode = mode
+        self.antialias = antialias
+
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+        sample = dict(sample)
+        targets_in_frame = "ir_task" not in sample
+        if targets_in_frame and _has_targets(sample):
+            _resize_targets(sample, self.size)
+        for key in FUSION_IMAGE_KEYS:
+            if key in sample:
+                sample[key] = _resize_image(sample[key], self.size, self.mode, self.antialias)
+        return sample
+
+
+@TRANSFORMS.register_module()
+class RandomModalitySwap:
+    """With probability ``prob`` exchange the sources (``ir``<->``vi``, ``ir_task``<->``vi_task``).
+
+    The per-sample form of TDFusion's ``Switch`` augmentation (which feeds every
+    batch in both orders; see ``collate_paired(swap_modalities=True)`` for that
+    form). Targets are unchanged: the scene, hence the labels, is the same.
+    ``vi_crcb`` stays the visible chroma. ``sample['swapped']`` records the choice.
+    """
+
+    def __init__(self, prob: float = 0.5) -> None:
+        if not 0.0 <= prob <= 1.0:
+            raise ValueError(f"prob must be in [0, 1], got {prob}")
+        self.prob = prob
+
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+        sample = dict(sample)
+        swap = bool(torch.rand(()) < self.prob)
+        if swap:
+            sample["ir"], sample["vi"] = sample["vi"], sample["ir"]
+            if "ir_task" in sample:
+                sample["ir_task"], sample["vi_task"] = sample["vi_task"], sample["ir_task"]
+        sample["swapped"] = swap
+        return sample
+
+
+@TRANSFORMS.register_module()
+class BoxesToWeakMask:
+    """Rasterise ``bboxes``/``labels`` into a *weak* segmentation mask ``gt_sem_seg``.
+
+    Class of a pixel = box class id + 1, background 0, larger boxes drawn first
+    so small ones stay visible (see :func:`boxes_to_mask`). This lets the
+    segmentation path train on the MSRS detection boxes when no dense masks are
+    available; the masks are coarse (box-shaped), so scores against them are not
+    comparable to scores against real MSRS/FMB masks. Put it before
+    :class:`TaskView` so the mask is made at full resolution and resized.
+
+    Args:
+        keep_boxes: keep ``bboxes``/``labels`` in the sample (default drops them,
+            so the sample is a plain segmentation sample).
+    """
+
+    def __init__(self, keep_boxes: bool = False) -> None:
+        self.keep_boxes = keep_boxes
+
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+        if "bboxes" not in sample:
+            raise KeyError(f"sample {sample.get('img_id')!r} has no 'bboxes' to rasterise")
+        sample = dict(sample)
+        shape = tuple(sample.get("target_shape", _image_shape(sample)))
+        sample["gt_sem_seg"] = boxes_to_mask(sample["bboxes"], sample["labels"], shape)
+        sample["weak_labels"] = True
+        if not self.keep_boxes:
+            sample.pop("bboxes")
+            sample.pop("labels")
+        return sample
+
+
+def tdfusion_train_pipeline(
+    task_size: Sequence[int] | str, crop_size: int = 256, swap_prob: float | None = None
+) -> list[dict[str, Any]]:
+    """Config list for TDFusion training views: :class:`TaskView`, then :class:`PairedRandomCrop`.
+
+    ``swap_prob`` adds :class:`RandomModalitySwap` (the per-sample swap); for the
+    batch-doubling form use ``collate_paired(..., swap_modalities=True)`` instead.
+    """
+    pipeline: list[dict[str, Any]] = [
+        dict(type="lfl.TaskView", size=task_size),
+        dict(type="lfl.PairedRandomCrop", size=crop_size),
+    ]
+    if swap_prob is not None:
+        pipeline.append(dict(type="lfl.RandomModalitySwap", prob=swap_prob))
+    return pipeline

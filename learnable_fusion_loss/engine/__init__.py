@@ -1,0 +1,72 @@
+"""MMEngine integration: the meta-fusion model, the Algorithm-1 loop and its hooks.
+
+Importing this package registers (scope ``lfl``): the model ``MetaFusionModel``,
+the loop ``MetaFusionTrainLoop``, the hooks ``AtomicCheckpointHook``,
+``TrainingStateHook`` and ``FusionVisualizationHook``; and in MMEngine's root
+registries the optimiser-wrapper constructor ``MultiModuleOptimWrapperConstructor``,
+the model wrapper ``GradientAveragingWrapper``, the atomic file backend
+``lfl_atomic_local`` and, in ``FUNCTIONS``, the datasets' ``collate_paired``
+(for ``collate_fn=dict(type='collate_paired', swap_modalities=...)``); the metric
+``TaskMetric`` and its hook ``TaskMetricHook``.
+"""
+
+from .config import DEFAULT_DATA_ROOT, resolve_data_root
+from .evaluation import TaskMetric, TaskMetricHook, batch_task_samples
+from .hooks import (
+    ATOMIC_BACKEND,
+    AtomicCheckpointHook,
+    AtomicLocalBackend,
+    FusionVisualizationHook,
+    TrainingStateHook,
+    atomic_write_bytes,
+    capture_rng_state,
+    fusion_panel,
+    restore_rng_state,
+)
+from .loops import SCHEDULES, EpochPlan, IterationPlan, MetaFusionTrainLoop, SeededSamples
+from .model import (
+    DEFAULT_DATA_KEYS,
+    PHASES,
+    GradientAveragingWrapper,
+    MetaFusionModel,
+    MultiModuleOptimWrapperConstructor,
+)
+
+__all__ = [
+    "DEFAULT_DATA_ROOT",
+    "resolve_data_root",
+    "TaskMetric",
+    "TaskMetricHook",
+    "batch_task_samples",
+    "MetaFusionModel",
+    "MultiModuleOptimWrapperConstructor",
+    "GradientAveragingWrapper",
+    "DEFAULT_DATA_KEYS",
+    "PHASES",
+    "MetaFusionTrainLoop",
+    "EpochPlan",
+    "IterationPlan",
+    "SeededSamples",
+    "SCHEDULES",
+    "AtomicCheckpointHook",
+    "AtomicLocalBackend",
+    "ATOMIC_BACKEND",
+    "TrainingStateHook",
+    "FusionVisualizationHook",
+    "atomic_write_bytes",
+    "capture_rng_state",
+    "restore_rng_state",
+    "fusion_panel",
+]
+
+
+def _register_collate() -> None:
+    from mmengine.registry import FUNCTIONS
+
+    from ..datasets import collate_paired
+
+    if "collate_paired" not in FUNCTIONS.module_dict:
+        FUNCTIONS.register_module(name="collate_paired", module=collate_paired)
+
+
+_register_collate()

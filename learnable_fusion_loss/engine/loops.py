@@ -1,0 +1,398 @@
+"""Algorithm 1 of TDFusion as an MMEngine training loop.
+
+Each epoch ``e`` of :class:`MetaFusionTrainLoop` is a fixed, reproducible list of
+iterations (the *epoch plan*), a pure function of ``(seed, e, rank)``:
+
+1. **meta phase**, ``M`` iterations: the shuffled training set gives two disjoint
+   subsets of ``M`` batches each, the meta-train and the meta-test subset; meta
+   step ``k`` pairs meta-train batch ``k`` with meta-test batch ``k`` (inner step of
+   F on ``L_f``, T', outer step of G on ``L_t``; :meth:`MetaLossLearner.meta_step`);
+2. **fusion phase**, ``N`` iterations over a fresh shuffle of the training set: F
+   on ``L_f`` (G frozen), then T on the detached fused images
+   (:meth:`MetaLossLearner.fusion_step`).
+
+``schedule='interleaved'`` (ablation IV, no separate fusion phase) runs ``M``
+iterations that each do a meta step and then a fusion step on the meta-train batch.
+
+Because the plan is deterministic and every sample is loaded under its own seed
+(derived from ``(seed, epoch, iteration, slot)``, so random crops do not depend on
+worker processes or on where a run started), a run resumed from an iteration
+checkpoint sees exactly the batches an uninterrupted run would have seen: the
+position inside the epoch is ``runner.iter - epoch * iters_per_epoch``.
+
+The runner's ``train_dataloader`` is an :class:`EpochPlan` whose ``len`` is the
+number of iterations per epoch, so MMEngine's progress display and ETA are right.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+from mmengine.dist import get_dist_info
+from mmengine.logging import print_log
+from mmengine.runner import BaseLoop
+from torch.utils.data import DataLoader, Dataset
+
+from ..registry import LOOPS
+
+__all__ = ["MetaFusionTrainLoop", "EpochPlan", "IterationPlan", "SeededSamples", "SCHEDULES"]
+
+SCHEDULES: tuple[str, ...] = ("phased", "interleaved")
+
+#: Message-hub scalars that survive a phase change (timing for the ETA; learning rates
+#: are rewritten before every iteration anyway).
+_KEEP_SCALARS = ("train/time", "train/data_time")
+
+SampleKey = tuple[int, int]  # (dataset index, sample seed)
+
+
+@contextmanager
+def _seeded_rng(seed: int) -> Iterator[None]:
+    """Seed python/numpy/torch CPU RNGs for one sample; restore them afterwards."""
+    import random
+
+    py_state, np_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+        torch.set_rng_state(torch_state)
+
+
+class SeededSamples(Dataset):
+    """A dataset view indexed by ``(index, seed)``: each sample loads under its own seed.
+
+    Random augmentations of the wrapped dataset (e.g. the fusion crop) then depend
+    only on the seed chosen by the epoch plan, not on which worker loads the sample
+    or how many samples that worker loaded before.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: SampleKey) -> Any:
+        index, seed = key
+        with _seeded_rng(seed):
+            return self.dataset[index]
+
+
+class IterationPlan:
+    """One planned iteration: its phase and its batches (two for meta steps)."""
+
+    __slots__ = ("phase", "batches")
+
+    def __init__(self, phase: str, batches: list[list[SampleKey]]) -> None:
+        self.phase = phase
+        self.batches = batches
+
+    def __repr__(self) -> str:
+        return f"IterationPlan({self.phase!r}, {[[i for i, _ in b] for b in self.batches]})"
+
+
+class EpochPlan:
+    """The iterations of every epoch of Algorithm 1 (the loop's ``dataloader``).
+
+    Args:
+        template: a DataLoader built from the config; its dataset, batch size,
+            collate function, worker count, pin-memory and drop-last settings are used.
+        meta_steps: M; clipped to the number of disjoint batch pairs available.
+        fusion_steps: N; ``None`` = one pass over the (local) training set.
+        schedule: ``"phased"`` (paper) or ``"interleaved"`` (ablation IV).
+        seed: base seed of the shuffles and of the per-sample seeds.
+    """
+
+    def __init__(
+        self,
+        template: DataLoader,
+        meta_steps: int,
+        fusion_steps: int | None,
+        schedule: str,
+        seed: int,
+    ) -> None:
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+        if meta_steps < 0 or (fusion_steps is not None and fusion_steps < 0):
+            raise ValueError(f"meta_steps and fusion_steps must be >= 0, got {meta_steps}, {fusion_steps}")
+        self.template = template
+        self.dataset = template.dataset
+        self.batch_size = int(template.batch_size or 1)
+        self.collate_fn = template.collate_fn
+        self.num_workers = template.num_workers
+        self.pin_memory = template.pin_memory
+        self.drop_last = bool(template.drop_last)
+        self.schedule = schedule
+        self.seed = int(seed)
+        self.rank, self.world_size = get_dist_info()
+        self.local_size = len(self.dataset) // self.world_size  # type: ignore[arg-type]
+        if self.local_size < 1:
+            raise ValueError(
+                f"the training set has {len(self.dataset)} samples, fewer than the "  # type: ignore[arg-type]
+                f"{self.world_size} processes"
+            )
+        available_pairs = (self.local_size // self.batch_size) // 2
+        self.requested_meta_steps = int(meta_steps)
+        self.meta_steps = min(int(meta_steps), available_pairs)
+        if self.meta_steps < meta_steps:
+            print_log(
+                f"meta_steps={meta_steps} needs {2 * meta_steps} disjoint batches of "
+                f"{self.batch_size}; the training set (per process: {self.local_size} samples) "
+                f"has {2 * available_pairs}: using M={self.meta_steps}",
+                logger="current",
+                level=logging.WARNING,
+            )
+        if schedule == "interleaved" and self.meta_steps == 0:
+            raise ValueError("schedule='interleaved' needs meta_steps >= 1 and two full batches")
+        rounding = math.floor if self.drop_last else math.ceil
+        self.batches_per_pass = int(rounding(self.local_size / self.batch_size))
+        if self.batches_per_pass < 1:
+            raise ValueError(
+                f"no full batch of {self.batch_size} in {self.local_size} samples with drop_last=True"
+            )
+        self.fusion_steps = self.batches_per_pass if fusion_steps is None else int(fusion_steps)
+        if schedule == "interleaved":
+            self.fusion_steps = 0
+        self.iters_per_epoch = self.meta_steps + self.fusion_steps
+        if self.iters_per_epoch == 0:
+            raise ValueError("an epoch has no iterations (meta_steps and fusion_steps are both 0)")
+
+    def __len__(self) -> int:
+        return self.iters_per_epoch
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint must agree with to resume inside an epoch."""
+        return {
+            "iters_per_epoch": self.iters_per_epoch,
+            "meta_steps": self.meta_steps,
+            "fusion_steps": self.fusion_steps,
+            "schedule": self.schedule,
+            "batch_size": self.batch_size,
+            "dataset_len": len(self.dataset),  # type: ignore[arg-type]
+            "world_size": self.world_size,
+            "seed": self.seed,
+        }
+
+    # ------------------------------------------------------------- planning
+    def _generator(self, epoch: int, stream: int) -> torch.Generator:
+        words = np.random.SeedSequence([self.seed % 2**32, epoch, stream]).generate_state(2)
+        return torch.Generator().manual_seed(int(words[0]) << 32 | int(words[1]))
+
+    def _local_permutation(self, epoch: int, stream: int) -> list[int]:
+        """A shuffle of the whole set (same on every rank), this rank's share of it."""
+        order = torch.randperm(len(self.dataset), generator=self._generator(epoch, stream))  # type: ignore[arg-type]
+        mine = order[self.rank :: self.world_size][: self.local_size]
+        return mine.tolist()
+
+    def _keys(self, epoch: int, iteration: int, slot: int, indices: Sequence[int]) -> list[SampleKey]:
+        seeds = np.random.SeedSequence([self.seed % 2**32, epoch, iteration, slot, self.rank])
+        values = seeds.generate_state(max(1, len(indices)), dtype=np.uint64)
+        return [(int(i), int(v % 2**63)) for i, v in zip(indices, values, strict=False)]
+
+    def plan(self, epoch: int) -> list[IterationPlan]:
+        """Every iteration of ``epoch`` in order."""
+        b = self.batch_size
+        plans: list[IterationPlan] = []
+        if self.meta_steps:
+            order = self._local_permutation(epoch, stream=0)
+            meta_train, meta_test = order[: self.meta_steps * b], order[self.meta_steps * b : 2 * self.meta_steps * b]
+            phase = "interleaved" if self.schedule == "interleaved" else "meta"
+            for k in range(self.meta_steps):
+                it = len(plans)
+                plans.append(IterationPlan(phase, [
+                    self._keys(epoch, it, 0, meta_train[k * b : (k + 1) * b]),
+                    self._keys(epoch, it, 1, meta_test[k * b : (k + 1) * b]),
+                ]))
+        stream = 1
+        order: list[int] = []
+        for _ in range(self.fusion_steps):
+            if not order:
+                order = self._local_permutation(epoch, stream=stream)
+                stream += 1
+                if self.drop_last:
+                    order = order[: (len(order) // b) * b]
+            it = len(plans)
+            plans.append(IterationPlan("fusion", [self._keys(epoch, it, 0, order[:b])]))
+            order = order[b:]
+        return plans
+
+    def iterate(self, epoch: int, start: int = 0) -> Iterator[tuple[int, str, dict[str, Any]]]:
+        """``(iteration index, phase, data)`` for iterations ``start..`` of ``epoch``."""
+        plans = self.plan(epoch)[start:]
+        if not plans:
+            return
+        batches = [batch for plan in plans for batch in plan.batches]
+        loader = DataLoader(
+            SeededSamples(self.dataset),
+            batch_sampler=batches,
+            collate_fn=self.collate_fn,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            # Worker base seeds come from this generator, not from the global RNG,
+            # so starting a loader mid-epoch does not shift the global stream.
+            generator=self._generator(epoch, stream=10_000 + start),
+        )
+        stream = iter(loader)
+        for offset, plan in enumerate(plans):
+            loaded = [next(stream) for _ in plan.batches]
+            if plan.phase == "fusion":
+                data = {"phase": "fusion", "inputs": loaded[0]}
+            else:
+                data = {"phase": plan.phase, "meta_train": loaded[0], "meta_test": loaded[1]}
+            yield start + offset, plan.phase, data
+
+
+@LOOPS.register_module()
+class MetaFusionTrainLoop(BaseLoop):
+    """Algorithm 1: per epoch, ``M`` meta steps (G) then ``N`` fusion steps (F, T).
+
+    Args:
+        runner: the MMEngine runner.
+        dataloader: the training dataloader config (or a DataLoader); only its
+            dataset, batch size, collate function and worker settings are used.
+        max_epochs: L, the number of epochs (paper: 50; public code: 40).
+        meta_steps: M, meta steps per epoch (paper: 200).
+        fusion_steps: N, fusion steps per epoch (default: one pass over the data).
+        schedule: ``"phased"`` (Algorithm 1) or ``"interleaved"`` (ablation IV).
+        val_begin: first epoch after which the validation loop runs.
+        val_interval: validate every this many epochs (and after the last one).
+    """
+
+    def __init__(
+        self,
+        runner: Any,
+        dataloader: DataLoader | dict,
+        max_epochs: int,
+        meta_steps: int = 200,
+        fusion_steps: int | None = None,
+        schedule: str = "phased",
+        val_begin: int = 1,
+        val_interval: int = 1,
+    ) -> None:
+        super().__init__(runner, dataloader)
+        if int(max_epochs) != max_epochs or max_epochs < 1:
+            raise ValueError(f"max_epochs must be a positive integer, got {max_epochs}")
+        template = self.dataloader
+        seed = runner.seed if runner.seed is not None else 0
+        self.dataloader = EpochPlan(template, meta_steps, fusion_steps, schedule, seed)
+        self._max_epochs = int(max_epochs)
+        self._max_iters = self._max_epochs * len(self.dataloader)
+        self._epoch = 0
+        self._iter = 0
+        self.val_begin = val_begin
+        self.val_interval = val_interval
+        self.stop_training = False
+        self.current_phase: str | None = None
+        metainfo = getattr(self.dataloader.dataset, "metainfo", None)
+        if metainfo is not None:
+            self.runner.visualizer.dataset_meta = metainfo
+
+    @property
+    def max_epochs(self) -> int:
+        return self._max_epochs
+
+    @property
+    def max_iters(self) -> int:
+        return self._max_iters
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    @property
+    def iter(self) -> int:
+        return self._iter
+
+    @property
+    def iters_per_epoch(self) -> int:
+        return len(self.dataloader)
+
+    def state(self) -> dict[str, Any]:
+        """The epoch plan's settings, stored in checkpoints by ``TrainingStateHook``.
+
+        (The position itself is MMEngine's ``meta['epoch']`` / ``meta['iter']``.)
+        """
+        return self.dataloader.state()
+
+    def check_resumable(self, saved: dict[str, Any]) -> None:
+        """Refuse to resume inside an epoch whose plan would differ from the saved run's."""
+        current = self.dataloader.state()
+        changed = {k: (saved[k], current[k]) for k in current if k in saved and saved[k] != current[k]}
+        if changed:
+            details = ", ".join(f"{k}: checkpoint {a!r} vs config {b!r}" for k, (a, b) in changed.items())
+            raise RuntimeError(f"cannot resume: the epoch plan changed ({details})")
+
+    def run(self) -> torch.nn.Module:
+        """Train until ``max_epochs``; resumes at ``runner.iter`` inside its epoch."""
+        self.runner.call_hook("before_train")
+        self._clear_phase_scalars()
+        while self._epoch < self._max_epochs and not self.stop_training:
+            self.run_epoch()
+            if (
+                self.runner.val_loop is not None
+                and self._epoch >= self.val_begin
+                and (self._epoch % self.val_interval == 0 or self._epoch == self._max_epochs)
+            ):
+                self.runner.val_loop.run()
+        self.runner.call_hook("after_train")
+        return self.runner.model
+
+    def run_epoch(self) -> None:
+        start = self._iter - self._epoch * self.iters_per_epoch
+        if not 0 <= start <= self.iters_per_epoch:
+            raise RuntimeError(
+                f"iteration {self._iter} is not inside epoch {self._epoch} of "
+                f"{self.iters_per_epoch} iterations: the checkpoint does not match this config"
+            )
+        self.runner.call_hook("before_train_epoch")
+        self.runner.model.train()
+        self.current_phase = None
+        for idx, phase, data in self.dataloader.iterate(self._epoch, start):
+            if phase != self.current_phase:
+                self._enter_phase(phase, idx)
+            self.run_iter(idx, data)
+            if self.stop_training:
+                break
+        self.runner.call_hook("after_train_epoch")
+        self._epoch += 1
+
+    def run_iter(self, idx: int, data: dict[str, Any]) -> None:
+        self.runner.call_hook("before_train_iter", batch_idx=idx, data_batch=data)
+        outputs = self.runner.model.train_step(data, optim_wrapper=self.runner.optim_wrapper)
+        self.runner.call_hook("after_train_iter", batch_idx=idx, data_batch=data, outputs=outputs)
+        self._iter += 1
+
+    def _enter_phase(self, phase: str, idx: int) -> None:
+        plan = self.dataloader
+        counts = {
+            "meta": f"{plan.meta_steps} meta steps (inner step of F, T', outer step of G)",
+            "fusion": f"{plan.fusion_steps} fusion steps (F on L_f with G frozen, T on L_t)",
+            "interleaved": f"{plan.meta_steps} interleaved meta + fusion steps",
+        }[phase]
+        print_log(
+            f"Epoch {self._epoch + 1}/{self._max_epochs}: {phase} phase from iteration "
+            f"{idx + 1}/{plan.iters_per_epoch}: {counts}",
+            logger="current",
+        )
+        self.current_phase = phase
+        self._clear_phase_scalars()
+
+    def _clear_phase_scalars(self) -> None:
+        """Drop the previous phase's logged values so the log shows this phase's only."""
+        hub = self.runner.message_hub
+        scalars = hub.log_scalars
+        resumed = getattr(hub, "_resumed_keys", {})  # else a checkpoint lists keys it lacks
+        for key in [k for k in scalars if k.startswith("train/") and k not in _KEEP_SCALARS]:
+            del scalars[key]
+            resumed.pop(key, None)

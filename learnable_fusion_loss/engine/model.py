@@ -1,0 +1,631 @@
+"""The MMEngine model of a task-driven fusion run: F, the learnable loss (with G) and T.
+
+:class:`MetaFusionModel` is a thin :class:`~mmengine.model.BaseModel` around the
+library's :class:`~learnable_fusion_loss.meta.MetaLossLearner`: the maths (inner
+step, T', hypergradient, outer step, fusion step) lives there; this module only
+
+* builds F, the loss (and its generator G) and the task adapter from configs,
+* binds the learner to the optimisers of MMEngine's :class:`OptimWrapperDict`
+  (``fusion`` → F, ``generator`` → G, ``task`` → T), so that checkpoints and
+  parameter schedulers cover every optimiser,
+* turns collated data batches into :class:`~learnable_fusion_loss.meta.FusionBatch`,
+* returns log variables with readable names (``w_ir``/``w_vis`` …) and
+* produces per-sample test outputs (fused image, weight maps, task prediction).
+
+A training iteration receives one of three data dicts from
+:class:`~learnable_fusion_loss.engine.loops.MetaFusionTrainLoop`::
+
+    {"phase": "meta",        "meta_train": batch, "meta_test": batch}   # updates G
+    {"phase": "fusion",      "inputs": batch}                           # updates F, T
+    {"phase": "interleaved", "meta_train": batch, "meta_test": batch}   # G, then F/T
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from mmengine.model import BaseModel
+from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper, OptimWrapperDict
+from mmengine.registry import MODEL_WRAPPERS, OPTIM_WRAPPER_CONSTRUCTORS
+from torch import Tensor, nn
+
+from ..losses import LearnableLoss
+from ..meta import FusionBatch, MetaLossLearner
+from ..registry import MODELS
+from ..tasks.base import CallableTask, TaskAdapter
+
+__all__ = [
+    "MetaFusionModel",
+    "MultiModuleOptimWrapperConstructor",
+    "GradientAveragingWrapper",
+    "DEFAULT_DATA_KEYS",
+    "PHASES",
+]
+
+#: Where :meth:`MetaFusionModel.to_fusion_batch` finds each field of a collated batch.
+#: ``target`` may also be a list of keys: the target is then the dict of those
+#: entries (detection: ``["batch_idx", "cls", "bboxes"]``, ultralytics' format).
+DEFAULT_DATA_KEYS: dict[str, str | list[str]] = {
+    "a": "ir",
+    "b": "vi",
+    "target": "gt_sem_seg",
+    "task_a": "ir_task",
+    "task_b": "vi_task",
+}
+
+PHASES: tuple[str, ...] = ("meta", "fusion", "interleaved")
+
+#: Learner options a config may set (everything but the nets and the optimisers).
+_LEARNER_OPTIONS = (
+    "outer_step",
+    "outer_lr",
+    "inner_backend",
+    "inner_optimizer",
+    "inner_lr",
+    "fusion_task_weight",
+    "allow_fresh_adam",
+)
+
+
+def _build(name: str, cfg: nn.Module | Mapping | Any) -> Any:
+    if isinstance(cfg, Mapping):
+        return MODELS.build(dict(cfg))
+    if cfg is None:
+        raise ValueError(f"{name} is required")
+    return cfg
+
+
+def _build_task(task: Any, scope: str | None) -> Any:
+    """The task adapter: its class from ``MODELS``, instantiated under ``scope``."""
+    if not isinstance(task, Mapping):
+        return _build("task", task)
+    if scope is None:
+        return MODELS.build(dict(task))
+    from mmengine.registry import DefaultScope
+
+    args = dict(task)
+    cls = args.pop("type")
+    if isinstance(cls, str):
+        cls = MODELS.get(cls)
+        if cls is None:
+            raise KeyError(f"task type {task['type']!r} is not registered in {MODELS.name}")
+    with DefaultScope.overwrite_default_scope(scope):
+        return cls(**args)
+
+
+def _with_device(task: Any) -> Any:
+    """A task config without ``device`` gets MMEngine's device (where the runner puts the model).
+
+    The adapters keep tensors (normalisation constants, loss buffers) on the device
+    they were built on, so they must be built where the runner will move their net.
+    """
+    if not isinstance(task, Mapping) or "device" in task:
+        return task
+    cls = MODELS.get(task["type"]) if isinstance(task.get("type"), str) else task.get("type")
+    try:
+        accepts = cls is not None and "device" in inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        accepts = False
+    if not accepts:
+        return task
+    from mmengine.device import get_device
+
+    return {**task, "device": get_device()}
+
+
+def _task_module(task: Any) -> nn.Module | None:
+    """The ``nn.Module`` that owns T's parameters (None for a parameter-free task)."""
+    if isinstance(task, nn.Module):
+        return task
+    net = getattr(task, "net", None)
+    if isinstance(net, nn.Module):
+        return net
+    if isinstance(task, CallableTask):
+        return None
+    raise TypeError(
+        f"task {type(task).__name__} is neither an nn.Module nor has an nn.Module `.net`; "
+        "the model cannot checkpoint or move its parameters"
+    )
+
+
+@MODELS.register_module()
+class MetaFusionModel(BaseModel):
+    """F + learnable fusion loss (G) + task T, trained by the paper's Algorithm 1.
+
+    Args:
+        fusion_net: F (config or module), ``(a, b) -> fused`` on ``[B, 1, H, W]``.
+        loss: the learnable loss (config or module), e.g.
+            ``dict(type='LearnableFusionLoss', generator=dict(type='TDFusionLPN'), alpha=1)``.
+        task: the task adapter (config or object) following
+            :class:`~learnable_fusion_loss.tasks.TaskAdapter`; its network must be an
+            ``nn.Module`` (the adapter itself or its ``.net``) and, when the optimiser
+            wrapper has a ``task`` entry, its ``optimizer`` attribute must be settable.
+        learner: options of :class:`~learnable_fusion_loss.meta.MetaLossLearner`
+            (``outer_step``, ``inner_backend``, ``inner_optimizer``, ``inner_lr``,
+            ``fusion_task_weight``, ``outer_lr``, ``allow_fresh_adam``).
+        source_names: names of sources a and b, used in log keys (``w_ir``, ``w_vis``).
+        data_keys: where each :class:`FusionBatch` field lives in a collated batch
+            (default :data:`DEFAULT_DATA_KEYS`; ``task_a``/``task_b`` are optional).
+        task_scope: MMEngine default scope under which the task adapter is built
+            (``'mmseg'`` for ``SegFormerTask``, whose mmseg model config uses
+            unscoped type names that the runner's ``lfl`` scope cannot resolve).
+        data_preprocessor: MMEngine data preprocessor (default: move to device).
+        init_cfg: MMEngine weight-init config.
+    """
+
+    def __init__(
+        self,
+        fusion_net: nn.Module | Mapping,
+        loss: LearnableLoss | Mapping,
+        task: Any,
+        learner: Mapping | None = None,
+        source_names: Sequence[str] = ("ir", "vis"),
+        data_keys: Mapping[str, str | Sequence[str]] | None = None,
+        task_scope: str | None = None,
+        data_preprocessor: Mapping | nn.Module | None = None,
+        init_cfg: Mapping | list | None = None,
+    ) -> None:
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        self.fusion_net = _build("fusion_net", fusion_net)
+        self.loss = _build("loss", loss)
+        if not isinstance(self.fusion_net, nn.Module):
+            raise TypeError(f"fusion_net must build an nn.Module, got {type(self.fusion_net).__name__}")
+        if not isinstance(self.loss, LearnableLoss):
+            raise TypeError(f"loss must build a LearnableLoss, got {type(self.loss).__name__}")
+        adapter = _build_task(_with_device(task), task_scope)
+        if not isinstance(adapter, TaskAdapter):
+            raise TypeError(
+                f"task {type(adapter).__name__} does not follow the TaskAdapter protocol "
+                "(loss, train_step, snapshot, restore)"
+            )
+        module = _task_module(adapter)
+        if isinstance(adapter, nn.Module):
+            self.task = adapter  # registered: its parameters are in state_dict under task.*
+        else:
+            self.task = adapter  # plain attribute; the parameters live in task_net
+            self.task_net = module
+        self.learner_cfg = dict(learner or {})
+        unknown = set(self.learner_cfg) - set(_LEARNER_OPTIONS)
+        if unknown:
+            raise ValueError(f"unknown learner options {sorted(unknown)}; valid: {_LEARNER_OPTIONS}")
+        if len(source_names) != 2 or len(set(source_names)) != 2:
+            raise ValueError(f"source_names must be two distinct names, got {source_names!r}")
+        self.source_names = tuple(str(n) for n in source_names)
+        self.data_keys = dict(DEFAULT_DATA_KEYS)
+        if data_keys:
+            unknown = set(data_keys) - set(DEFAULT_DATA_KEYS)
+            if unknown:
+                raise ValueError(f"unknown data_keys {sorted(unknown)}; valid: {sorted(DEFAULT_DATA_KEYS)}")
+            self.data_keys.update(data_keys)
+        self._learner: MetaLossLearner | None = None
+        self._bound_optim_wrapper: OptimWrapperDict | None = None
+
+    # ----------------------------------------------------------------- parts
+    @property
+    def generator(self) -> nn.Module:
+        """G, the loss generator."""
+        return self.loss.generator
+
+    @property
+    def task_module(self) -> nn.Module | None:
+        """The module holding T's parameters (None for a parameter-free task)."""
+        return _task_module(self.task)
+
+    def optim_modules(self) -> dict[str, nn.Module | None]:
+        """The modules each optimiser-wrapper key trains."""
+        return {"fusion": self.fusion_net, "generator": self.generator, "task": self.task_module}
+
+    # -------------------------------------------------------------- learner
+    def bind_optimizers(self, optim_wrapper: OptimWrapperDict) -> MetaLossLearner | None:
+        """Build (or reuse) the learner on the optimisers of ``optim_wrapper``.
+
+        ``fusion`` is required; ``generator`` is required when G has trainable
+        parameters and ``outer_step='adam'``; ``task`` is handed to the adapter
+        (its ``optimizer`` attribute) so T's optimiser is checkpointed with the rest.
+        A fusion net without trainable parameters needs no learner (returns None).
+        """
+        if self._bound_optim_wrapper is optim_wrapper:
+            return self._learner
+        if not isinstance(optim_wrapper, OptimWrapperDict):
+            raise TypeError(
+                "MetaFusionModel needs an OptimWrapperDict with keys fusion/generator/task "
+                "(use constructor='MultiModuleOptimWrapperConstructor'), got "
+                f"{type(optim_wrapper).__name__}"
+            )
+        for _, wrapper in optim_wrapper.items():
+            # The learner steps the torch optimisers directly; MMEngine's parameter
+            # schedulers count steps on the wrapper, so forward each step to that count.
+            wrapper.optimizer.register_step_post_hook(_StepCounter(wrapper))
+        if not self.fusion_trainable:
+            if "task" in optim_wrapper:
+                self._bind_task_optimizer(optim_wrapper)
+            self._bound_optim_wrapper = optim_wrapper
+            return None
+        if "fusion" not in optim_wrapper:
+            raise KeyError("optim_wrapper has no 'fusion' entry (F's optimiser)")
+        has_generator_params = any(p.requires_grad for p in self.generator.parameters())
+        outer_step = self.learner_cfg.get("outer_step", "adam")
+        generator_optimizer = None
+        if "generator" in optim_wrapper:
+            generator_optimizer = optim_wrapper["generator"].optimizer
+        elif has_generator_params and outer_step == "adam":
+            raise KeyError(
+                "optim_wrapper has no 'generator' entry but G has parameters and outer_step='adam'"
+            )
+        if "task" in optim_wrapper:
+            self._bind_task_optimizer(optim_wrapper)
+        self._learner = MetaLossLearner(
+            self.fusion_net,
+            self.loss,
+            self.task,
+            fusion_optimizer=optim_wrapper["fusion"].optimizer,
+            generator_optimizer=generator_optimizer,
+            **self.learner_cfg,
+        )
+        self._bound_optim_wrapper = optim_wrapper
+        return self._learner
+
+    def _bind_task_optimizer(self, optim_wrapper: OptimWrapperDict) -> None:
+        if not hasattr(self.task, "optimizer"):
+            raise AttributeError(
+                f"task adapter {type(self.task).__name__} has no settable `optimizer` attribute; "
+                "remove the 'task' optim_wrapper entry or give the adapter one"
+            )
+        self.task.optimizer = optim_wrapper["task"].optimizer
+
+    @property
+    def fusion_trainable(self) -> bool:
+        """False for a fixed fusion rule (the IR/VIS/mean/max baselines): only T trains."""
+        return any(p.requires_grad for p in self.fusion_net.parameters())
+
+    # ------------------------------------------------------------------ data
+    def to_fusion_batch(self, data: Any) -> FusionBatch:
+        """A collated (and preprocessed) batch as a :class:`FusionBatch`."""
+        if isinstance(data, FusionBatch):
+            return data
+        if not isinstance(data, Mapping):
+            raise TypeError(f"a data batch must be a dict or a FusionBatch, got {type(data).__name__}")
+        keys = self.data_keys
+        missing = [keys[f] for f in ("a", "b") if keys[f] not in data]
+        if missing:
+            raise KeyError(f"data batch has no {missing} (has {sorted(data)}); set model.data_keys")
+        task_a = data.get(keys["task_a"])
+        task_b = data.get(keys["task_b"])
+        target_key = keys["target"]
+        if isinstance(target_key, str):
+            target = data.get(target_key)
+        else:
+            absent = [k for k in target_key if k not in data]
+            if absent:
+                raise KeyError(f"data batch has no target entries {absent} (has {sorted(data)})")
+            target = {k: data[k] for k in target_key}
+        return FusionBatch(
+            a=data[keys["a"]],
+            b=data[keys["b"]],
+            target=target,
+            task_a=task_a if task_b is not None else None,
+            task_b=task_b if task_a is not None else None,
+        )
+
+    def _data_key_names(self) -> set[str]:
+        names: set[str] = set()
+        for value in self.data_keys.values():
+            names.update([value] if isinstance(value, str) else value)
+        return names
+
+    def _preprocess(self, data: Any, training: bool) -> FusionBatch:
+        return self.to_fusion_batch(self.data_preprocessor(data, training))
+
+    def _rename(self, stats: Mapping[str, float]) -> dict[str, float]:
+        names = {f"weight_{i}": f"w_{n}" for i, n in enumerate(self.source_names)}
+        out = {names.get(k, k): float(v) for k, v in stats.items()}
+        if out.get("hypergrad_norm", 0.0) > 0:
+            # The text log prints 4 decimals; the norm is often ~1e-6 (it scales with η).
+            out["hypergrad_log10"] = math.log10(out["hypergrad_norm"])
+        return out
+
+    # ----------------------------------------------------------------- steps
+    def train_step(self, data: Mapping, optim_wrapper: OptimWrapperDict) -> dict[str, float]:
+        """One iteration of Algorithm 1; see the module docstring for ``data``."""
+        learner = self.bind_optimizers(optim_wrapper)
+        phase = data.get("phase") if isinstance(data, Mapping) else None
+        if phase not in PHASES:
+            raise ValueError(f"data['phase'] must be one of {PHASES}, got {phase!r}")
+        if learner is None:
+            if phase != "fusion":
+                raise RuntimeError("a fixed fusion net (no parameters) has no meta phase: set meta_steps=0")
+            return self._rename(self._task_only_step(self._preprocess(data["inputs"], True)))
+        if phase == "fusion":
+            return self._rename(learner.fusion_step(self._preprocess(data["inputs"], True)))
+        meta_train = self._preprocess(data["meta_train"], True)
+        meta_test = self._preprocess(data["meta_test"], True)
+        stats = learner.meta_step(meta_train, meta_test)
+        if phase == "interleaved":
+            fusion_stats = learner.fusion_step(meta_train)
+            stats = {**stats, **fusion_stats}
+        return self._rename(stats)
+
+    def _task_only_step(self, batch: FusionBatch) -> dict[str, float]:
+        """Fixed fusion rule: log its L_f, train T on its output."""
+        with torch.no_grad():
+            output = self.loss(self.fusion_net(batch.a, batch.b), batch.a, batch.b)
+            fused_task = self.fusion_net(*batch.task_sources)
+        stats = {k: float(v) for k, v in output.terms.items()}
+        stats["loss_fusion"] = stats.pop("loss")
+        stats.update(self.task.train_step(fused_task, batch.target))
+        if output.params is not None:
+            means = output.params.mean(dim=(0, 2, 3))
+            stats.update({f"weight_{i}": float(m) for i, m in enumerate(means)})
+        return stats
+
+    @torch.no_grad()
+    def fuse(self, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+        """``(F(a, b), G(a, b))`` without gradients (visualisation, testing)."""
+        return self.fusion_net(a, b), self.loss.generate(a, b)
+
+    @torch.no_grad()
+    def predict(self, data: Any) -> list[dict[str, Any]]:
+        """Per-sample outputs: sources, fused image, weight maps and task prediction.
+
+        Each dict holds CPU tensors ``a``, ``b``, ``fused`` (``[1, H, W]``),
+        ``weights`` (``[2, H, W]``), ``fused_task`` (the fused task view), and, when
+        the adapter has ``predict``, ``pred`` (its per-sample prediction), plus
+        ``target`` and every non-tensor per-sample field of the batch (e.g. ``id``).
+        """
+        raw = self.data_preprocessor(data, False)
+        batch = self.to_fusion_batch(raw)
+        fused, weights = self.fuse(batch.a, batch.b)
+        if batch.task_a is not None:
+            fused_task = self.fusion_net(*batch.task_sources)
+        else:
+            fused_task = fused
+        predictions = None
+        if hasattr(self.task, "predict"):
+            predictions = self.task.predict(fused_task)
+        size = batch.a.shape[0]
+        meta = _per_sample_fields(raw, size, exclude=self._data_key_names())
+        targets = _split_target(batch.target, size)
+        outputs = []
+        for i in range(size):
+            item: dict[str, Any] = {
+                "a": batch.a[i].detach().cpu(),
+                "b": batch.b[i].detach().cpu(),
+                "fused": fused[i].detach().cpu(),
+                "weights": weights[i].detach().cpu(),
+                "fused_task": fused_task[i].detach().cpu(),
+                "source_names": self.source_names,
+                **meta[i],
+            }
+            if targets is not None:
+                item["target"] = targets[i]
+            if predictions is not None:
+                item["pred"] = _index(predictions, i)
+            outputs.append(item)
+        return outputs
+
+    def val_step(self, data: Any) -> list[dict[str, Any]]:
+        return self.predict(data)
+
+    def test_step(self, data: Any) -> list[dict[str, Any]]:
+        return self.predict(data)
+
+    def forward(self, inputs: Any = None, data_samples: Any = None, mode: str = "tensor") -> Any:
+        """MMEngine entry point; ``mode='predict'`` gives :meth:`predict`'s outputs.
+
+        Training goes through :meth:`train_step` (it needs the optimisers); here
+        ``mode='tensor'`` returns ``(fused, weights)`` for a batch dict or FusionBatch.
+        """
+        if mode == "loss":
+            raise RuntimeError("MetaFusionModel trains through train_step(data, optim_wrapper)")
+        if mode == "predict":
+            return self.predict(inputs)
+        batch = self.to_fusion_batch(inputs)
+        return self.fuse(batch.a, batch.b)
+
+
+class _StepCounter:
+    """Optimiser post-step hook: bump the wrapper's step count read by param schedulers."""
+
+    def __init__(self, wrapper: OptimWrapper) -> None:
+        self.wrapper = wrapper
+
+    def __call__(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if hasattr(self.wrapper, "_global_step"):
+            self.wrapper._global_step += 1
+
+
+def _index(value: Any, i: int) -> Any:
+    if isinstance(value, (Tensor, list, tuple)):
+        item = value[i]
+        return item.detach().cpu() if isinstance(item, Tensor) else item
+    if isinstance(value, Mapping):
+        return {k: _index(v, i) for k, v in value.items()}
+    return value
+
+
+def _split_target(target: Any, size: int) -> list[Any] | None:
+    """Per-sample targets: tensors/lists indexed along dim 0; anything else repeated."""
+    if target is None:
+        return None
+    if isinstance(target, Tensor) and target.ndim > 0 and target.shape[0] == size:
+        return [target[i].detach().cpu() for i in range(size)]
+    if isinstance(target, (list, tuple)) and len(target) == size:
+        return [t.detach().cpu() if isinstance(t, Tensor) else t for t in target]
+    if isinstance(target, Mapping):
+        return [_target_of_sample(target, i, size) for i in range(size)]
+    return [target] * size
+
+
+def _target_of_sample(target: Mapping, i: int, size: int) -> dict[str, Any]:
+    """One sample of a dict target; ultralytics-style ``batch_idx`` rows are filtered."""
+    if "batch_idx" in target and isinstance(target["batch_idx"], Tensor):
+        rows = target["batch_idx"].view(-1) == i
+        count = int(target["batch_idx"].numel())
+        out: dict[str, Any] = {}
+        for key, value in target.items():
+            if isinstance(value, Tensor) and value.ndim > 0 and value.shape[0] == count:
+                out[key] = value[rows].detach().cpu()
+            else:
+                out[key] = _index(value, i) if _is_per_sample(value, size) else value
+        return out
+    return {k: (_index(v, i) if _is_per_sample(v, size) else v) for k, v in target.items()}
+
+
+def _is_per_sample(value: Any, size: int) -> bool:
+    if isinstance(value, Tensor):
+        return value.ndim > 0 and value.shape[0] == size
+    return isinstance(value, (list, tuple)) and len(value) == size
+
+
+def _per_sample_fields(data: Any, size: int, exclude: set[str]) -> list[dict[str, Any]]:
+    """Non-image per-sample fields (ids, file names, original sizes) of a batch dict."""
+    fields: list[dict[str, Any]] = [{} for _ in range(size)]
+    if not isinstance(data, Mapping):
+        return fields
+    for key, value in data.items():
+        if key in exclude or isinstance(value, Tensor) and value.ndim >= 3:
+            continue
+        if _is_per_sample(value, size):
+            for i in range(size):
+                fields[i][key] = _index(value, i)
+    return fields
+
+
+@OPTIM_WRAPPER_CONSTRUCTORS.register_module()
+class MultiModuleOptimWrapperConstructor:
+    """Builds one :class:`OptimWrapper` per named sub-module into an :class:`OptimWrapperDict`.
+
+    The model must have ``optim_modules() -> {name: module}``; each key of the
+    config (other than ``constructor``) is an ordinary single-optimiser wrapper
+    config (``type``, ``optimizer``, optional ``paramwise_cfg``) for that module,
+    or None (no optimiser; lets a derived config drop an entry).
+    A module without trainable parameters (e.g. ``ConstantWeights``) or absent
+    (a parameter-free task) gets no wrapper, with a log line saying so::
+
+        optim_wrapper = dict(
+            constructor='MultiModuleOptimWrapperConstructor',
+            fusion=dict(type='OptimWrapper', optimizer=dict(type='Adam', lr=1e-4)),
+            generator=dict(type='OptimWrapper', optimizer=dict(type='Adam', lr=1e-4, eps=1e-10)),
+            task=dict(type='OptimWrapper', optimizer=dict(type='Adam', lr=1e-4)))
+    """
+
+    def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: dict | None = None) -> None:
+        if paramwise_cfg is not None:
+            raise ValueError("put paramwise_cfg inside each optimiser entry, not at the top level")
+        if not optim_wrapper_cfg:
+            raise ValueError("optim_wrapper needs at least one entry (e.g. fusion=...)")
+        for name, cfg in optim_wrapper_cfg.items():
+            if cfg is not None and (not isinstance(cfg, Mapping) or "optimizer" not in cfg):
+                raise ValueError(
+                    f"optim_wrapper.{name} must be a wrapper config with an 'optimizer' (or None)"
+                )
+        self.optim_wrapper_cfg = optim_wrapper_cfg
+
+    def __call__(self, model: nn.Module) -> OptimWrapperDict:
+        from mmengine.logging import print_log
+
+        module_of = getattr(model, "module", model)
+        if not hasattr(module_of, "optim_modules"):
+            raise TypeError(f"{type(module_of).__name__} has no optim_modules()")
+        modules = module_of.optim_modules()
+        wrappers: dict[str, OptimWrapper] = {}
+        for name, cfg in self.optim_wrapper_cfg.items():
+            if cfg is None:  # removed by a derived config (e.g. a parameter-free G)
+                continue
+            if name not in modules:
+                raise KeyError(f"optim_wrapper.{name}: the model has no module {name!r} ({sorted(modules)})")
+            module = modules[name]
+            if module is None or not any(p.requires_grad for p in module.parameters()):
+                print_log(f"optim_wrapper.{name}: no trainable parameters, no optimiser built",
+                          logger="current")
+                continue
+            cfg = dict(cfg)
+            paramwise = cfg.pop("paramwise_cfg", None)
+            wrappers[name] = DefaultOptimWrapperConstructor(cfg, paramwise)(module)
+        return OptimWrapperDict(**wrappers)
+
+
+@MODEL_WRAPPERS.register_module()
+class GradientAveragingWrapper(nn.Module):
+    """Data parallelism for a model that runs its own optimiser steps.
+
+    DDP averages gradients inside ``backward()``, which neither the hypergradient
+    (``torch.autograd.grad``, assigned to ``.grad`` by hand) nor the task adapter's
+    own steps go through. This wrapper instead registers a pre-step hook on every
+    optimiser of the ``OptimWrapperDict`` that all-reduces (averages) the gradients
+    of that optimiser's parameters right before it steps, so F, G and T see the
+    gradient of the global batch. Parameters and buffers are broadcast from rank 0
+    at construction. Use with ``model_wrapper_cfg=dict(type='GradientAveragingWrapper')``.
+
+    Every rank must take the same optimiser steps in the same order (true for
+    :class:`MetaFusionModel`, except when a meta step is skipped for a non-finite
+    hypergradient on some ranks only).
+    """
+
+    def __init__(self, module: nn.Module, broadcast_parameters: bool = True) -> None:
+        super().__init__()
+        self.module = module
+        self._hooked: set[int] = set()
+        if broadcast_parameters and _world_size() > 1:
+            import torch.distributed as dist
+
+            with torch.no_grad():
+                for tensor in list(module.parameters()) + list(module.buffers()):
+                    dist.broadcast(tensor.data, src=0)
+
+    def _install(self, optim_wrapper: OptimWrapperDict) -> None:
+        for _, wrapper in optim_wrapper.items():
+            optimizer = wrapper.optimizer
+            if id(optimizer) not in self._hooked:
+                optimizer.register_step_pre_hook(_average_gradients)
+                self._hooked.add(id(optimizer))
+
+    def train_step(self, data: Any, optim_wrapper: OptimWrapperDict) -> dict[str, float]:
+        if _world_size() > 1:
+            self._install(optim_wrapper)
+        return self.module.train_step(data, optim_wrapper)
+
+    def val_step(self, data: Any) -> list:
+        return self.module.val_step(data)
+
+    def test_step(self, data: Any) -> list:
+        return self.module.test_step(data)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.module(*args, **kwargs)
+
+
+def _world_size() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _average_gradients(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    """Optimiser pre-step hook: average ``.grad`` of its parameters over all ranks."""
+    import torch.distributed as dist
+
+    world = _world_size()
+    if world == 1:
+        return
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    if not params:
+        return
+    device = params[0].device
+    present = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=device)
+    dist.all_reduce(present)
+    chosen = [p for p, n in zip(params, present.tolist(), strict=True) if n > 0]
+    if not chosen:
+        return
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in chosen])
+    dist.all_reduce(flat)
+    flat.div_(world)
+    offset = 0
+    for p in chosen:
+        count = p.numel()
+        p.grad = flat[offset : offset + count].view_as(p).clone()
+        offset += count

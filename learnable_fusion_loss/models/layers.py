@@ -1,0 +1,462 @@
+"""Fast Restormer building blocks shared by the fusion network and the LPN.
+
+The public TDFusion code runs every block in NCHW, computes layer norms by hand
+through ``b c h w -> b (h w) c`` copies and reshapes q/k/v with einops. Here the
+activations stay in one channels-last ``[B, H, W, C]`` tensor for the whole
+network, and each block runs as a handful of fused kernels:
+
+* layer norm: ``F.layer_norm`` over the trailing channel axis, without affine;
+  its scale/shift are folded into the 1×1 convolution that follows
+  (``W·(γ⊙x̂ + β) = (W·diag γ)·x̂ + W·β``);
+* 1×1 convolutions: one GEMM over the pixels (``F.linear`` / ``addmm``), the
+  residual addition fused into it;
+* depthwise 3×3 convolutions: ``F.conv2d`` on the channels-last view (no copy);
+* transposed ("channel") attention: the ``[D, D]`` Gram matrix ``qᵀk`` over the
+  pixels with one GEMM on strided views of the qkv tensor, q/k normalisation
+  applied to the tiny Gram matrix instead of to the ``[D, H·W]`` maps, heads as
+  a block-diagonal mask, and the output projection folded into the attention
+  matrix, so ``x + W_o·A·v`` is a single batched GEMM.
+
+Blocks are described by :class:`BlockWeights` (already fused tensors built from
+the parameters on every call, so ``torch.func.functional_call``, ``higher`` and
+``learn2learn`` see ordinary parameters and everything stays twice
+differentiable). Two independent blocks running on two inputs (the two encoder
+branches) are merged into one block-diagonal block over the concatenated
+channels by :func:`merge_block_pair`; the cross-attention fusion module of
+ReFusion is expressed in the same form (see ``refusion.py``).
+
+Parameter layout of the modules mirrors the public code (``qkv``,
+``qkv_dwconv``, ``project_out``, ``temperature`` ...) so that conversion is a
+renaming; see :mod:`learnable_fusion_loss.models.convert`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "AttentionWeights",
+    "BlockWeights",
+    "ChannelAttention",
+    "ChannelLayerNorm",
+    "FeedForwardWeights",
+    "GatedFeedForward",
+    "RestormerBlock",
+    "attention_residual",
+    "depthwise_conv3x3_nhwc",
+    "gated_ffn_residual",
+    "merge_block_pair",
+    "nchw_view",
+    "nhwc",
+    "restormer_block_nhwc",
+]
+
+LAYER_NORM_EPS = 1e-5  # the public WithBias_LayerNorm's epsilon
+NORMALIZE_EPS = 1e-12  # F.normalize's default epsilon
+
+
+# ----------------------------------------------------------------------------- layout helpers
+def nhwc(x: Tensor) -> Tensor:
+    """``[B, C, H, W]`` → contiguous ``[B, H, W, C]`` (free for a channels-last tensor)."""
+    return x.permute(0, 2, 3, 1).contiguous()
+
+
+def nchw_view(x: Tensor) -> Tensor:
+    """``[B, H, W, C]`` → the ``[B, C, H, W]`` view of the same memory (channels-last)."""
+    return x.permute(0, 3, 1, 2)
+
+
+def depthwise_conv3x3_nhwc(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """Depthwise 3×3 convolution (zero padding 1) of a ``[B, H, W, C]`` tensor."""
+    y = F.conv2d(nchw_view(x), weight, bias, padding=1, groups=weight.shape[0])
+    return y.permute(0, 2, 3, 1)
+
+
+def _pointwise(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """1×1 convolution of ``[B, H, W, C_in]`` with a ``[C_out, C_in]`` matrix."""
+    return F.linear(x, weight, bias)
+
+
+def _head_mask(channels: int, heads: int, device: torch.device) -> Tensor:
+    """``[D, D]`` boolean: True where row and column channel belong to the same head."""
+    head = torch.arange(channels, device=device) // (channels // heads)
+    return head.unsqueeze(1) == head.unsqueeze(0)
+
+
+# ----------------------------------------------------------------------------- fused weights
+@dataclass
+class AttentionWeights:
+    """Fused weights of one transposed-attention sub-block on ``D`` channels.
+
+    ``qkv_weight`` ``[3D, D]`` (rows q, k, v; LN affine folded in),
+    ``dw_weight`` ``[3D, 1, 3, 3]``, ``temperature`` ``[D]`` (each head's value
+    repeated over its rows), ``proj_weight`` ``[D, D]``.
+    """
+
+    qkv_weight: Tensor
+    qkv_bias: Tensor | None
+    dw_weight: Tensor
+    dw_bias: Tensor | None
+    temperature: Tensor
+    heads: int
+    proj_weight: Tensor
+    proj_bias: Tensor | None
+
+
+@dataclass
+class FeedForwardWeights:
+    """Fused weights of one gated-dconv feed-forward sub-block.
+
+    ``in_weight`` ``[2h, D]`` (rows: gate, value), ``dw_weight`` ``[2h, 1, 3, 3]``,
+    ``out_weight`` ``[D, h]``: ``out = W_out·(gelu(gate) ⊙ value)``.
+    """
+
+    in_weight: Tensor
+    in_bias: Tensor | None
+    dw_weight: Tensor
+    dw_bias: Tensor | None
+    out_weight: Tensor
+    out_bias: Tensor | None
+
+
+@dataclass
+class BlockWeights:
+    """A residual attention + feed-forward block; ``norm_groups`` = 0 means no layer norm.
+
+    With ``norm_groups = g`` the channels are layer-normalised in ``g`` independent
+    groups (two merged branches have two).
+    """
+
+    attn: AttentionWeights
+    ffn: FeedForwardWeights
+    norm_groups: int
+
+
+def _cat_opt(parts: list[Tensor | None]) -> Tensor | None:
+    if all(p is None for p in parts):
+        return None
+    if any(p is None for p in parts):
+        raise ValueError("cannot merge a block that has biases with one that has none")
+    return torch.cat(parts)  # type: ignore[arg-type]
+
+
+def merge_block_pair(first: BlockWeights, second: BlockWeights) -> BlockWeights:
+    """One block over ``[x₁ | x₂]`` equal to ``first`` on x₁ and ``second`` on x₂.
+
+    1×1 weights become block-diagonal (q, k, v and gate/value rows regrouped so the
+    chunking still works), depthwise weights and temperatures are concatenated,
+    heads add up, and the layer norm is applied per branch.
+    """
+    a, b = first.attn, second.attn
+    qa, ka, va = a.qkv_weight.chunk(3)
+    qb, kb, vb = b.qkv_weight.chunk(3)
+
+    def rows3(x: Tensor | None, y: Tensor | None) -> Tensor | None:
+        if x is None and y is None:
+            return None
+        if x is None or y is None:
+            raise ValueError("cannot merge a block that has biases with one that has none")
+        xs, ys = x.chunk(3), y.chunk(3)
+        return torch.cat([xs[0], ys[0], xs[1], ys[1], xs[2], ys[2]])
+
+    attn = AttentionWeights(
+        qkv_weight=torch.cat(
+            [torch.block_diag(qa, qb), torch.block_diag(ka, kb), torch.block_diag(va, vb)]
+        ),
+        qkv_bias=rows3(a.qkv_bias, b.qkv_bias),
+        dw_weight=rows3(a.dw_weight, b.dw_weight),  # type: ignore[arg-type]
+        dw_bias=rows3(a.dw_bias, b.dw_bias),
+        temperature=torch.cat([a.temperature, b.temperature]),
+        heads=a.heads + b.heads,
+        proj_weight=torch.block_diag(a.proj_weight, b.proj_weight),
+        proj_bias=_cat_opt([a.proj_bias, b.proj_bias]),
+    )
+    fa, fb = first.ffn, second.ffn
+    ga, xa = fa.in_weight.chunk(2)
+    gb, xb = fb.in_weight.chunk(2)
+
+    def rows2(x: Tensor | None, y: Tensor | None) -> Tensor | None:
+        if x is None and y is None:
+            return None
+        if x is None or y is None:
+            raise ValueError("cannot merge a block that has biases with one that has none")
+        xs, ys = x.chunk(2), y.chunk(2)
+        return torch.cat([xs[0], ys[0], xs[1], ys[1]])
+
+    ffn = FeedForwardWeights(
+        in_weight=torch.cat([torch.block_diag(ga, gb), torch.block_diag(xa, xb)]),
+        in_bias=rows2(fa.in_bias, fb.in_bias),
+        dw_weight=rows2(fa.dw_weight, fb.dw_weight),  # type: ignore[arg-type]
+        dw_bias=rows2(fa.dw_bias, fb.dw_bias),
+        out_weight=torch.block_diag(fa.out_weight, fb.out_weight),
+        out_bias=_cat_opt([fa.out_bias, fb.out_bias]),
+    )
+    if first.norm_groups != second.norm_groups:
+        raise ValueError("cannot merge blocks with and without layer norm")
+    return BlockWeights(attn=attn, ffn=ffn, norm_groups=first.norm_groups + second.norm_groups)
+
+
+# ----------------------------------------------------------------------------- fused kernels
+def _layer_norm_groups(x: Tensor, groups: int) -> Tensor:
+    """Per-pixel layer norm (no affine) of ``[B, H, W, C]`` in ``groups`` channel groups."""
+    if groups == 0:
+        return x
+    channels = x.shape[-1]
+    if groups == 1:
+        return F.layer_norm(x, (channels,), eps=LAYER_NORM_EPS)
+    size = channels // groups
+    grouped = x.reshape(*x.shape[:-1], groups, size)
+    return F.layer_norm(grouped, (size,), eps=LAYER_NORM_EPS).reshape(x.shape)
+
+
+def attention_residual(x: Tensor, normed: Tensor, w: AttentionWeights) -> Tensor:
+    """``x + W_o · softmax_heads(τ · q̂ k̂ᵀ) · v`` with Restormer's transposed attention.
+
+    ``q, k, v = dwconv3×3(W_qkv · normed)``; ``q̂, k̂`` are L2-normalised over the
+    pixels; the attention matrix is ``[D, D]`` restricted to each head's diagonal
+    block. All in ``[B, H, W, D]``.
+    """
+    batch, height, width, channels = x.shape
+    pixels = height * width
+    qkv = _pointwise(normed, w.qkv_weight, w.qkv_bias)
+    qkv = depthwise_conv3x3_nhwc(qkv, w.dw_weight, w.dw_bias)
+    qkv = qkv.reshape(batch, pixels, 3 * channels)
+    q, k, v = qkv.split(channels, dim=-1)  # strided views, no copies
+    gram = torch.bmm(q.transpose(1, 2), k)  # [B, D, D], sum over the pixels
+    q_norm = torch.linalg.vector_norm(q, dim=1).clamp_min(NORMALIZE_EPS)
+    k_norm = torch.linalg.vector_norm(k, dim=1).clamp_min(NORMALIZE_EPS)
+    logits = gram / (q_norm.unsqueeze(2) * k_norm.unsqueeze(1)) * w.temperature.unsqueeze(1)
+    logits = logits.masked_fill(~_head_mask(channels, w.heads, x.device), float("-inf"))
+    attention = torch.softmax(logits, dim=-1)
+    mix = torch.matmul(w.proj_weight, attention)  # project_out folded into the attention
+    out = torch.baddbmm(x.reshape(batch, pixels, channels), v, mix.transpose(1, 2))
+    if w.proj_bias is not None:
+        out = out + w.proj_bias
+    return out.view(batch, height, width, channels)
+
+
+def gated_ffn_residual(x: Tensor, normed: Tensor, w: FeedForwardWeights) -> Tensor:
+    """``x + W_out·(gelu(g) ⊙ u)``, ``g, u = dwconv3×3(W_in·normed)``, on ``[B, H, W, D]``."""
+    shape = x.shape
+    hidden = _pointwise(normed, w.in_weight, w.in_bias)
+    hidden = depthwise_conv3x3_nhwc(hidden, w.dw_weight, w.dw_bias)
+    gate, value = hidden.chunk(2, dim=-1)
+    if torch.is_grad_enabled() and (gate.requires_grad or value.requires_grad):
+        hidden = F.gelu(gate) * value
+    else:  # inference: reuse the gate's memory
+        hidden = F.gelu(gate).mul_(value)
+    flat = hidden.reshape(-1, hidden.shape[-1])
+    if w.out_bias is not None:
+        out = torch.addmm(w.out_bias, flat, w.out_weight.t())
+        out = out.view(shape) + x
+        return out
+    return torch.addmm(x.reshape(-1, shape[-1]), flat, w.out_weight.t()).view(shape)
+
+
+#: Rows per band of the no-grad path: a band's intermediates (≈ 18 rows × 640 px ×
+#: 128 channels) stay in the last-level cache instead of streaming through memory.
+BAND_ROWS = 16
+
+
+def _needs_grad(x: Tensor, w: BlockWeights) -> bool:
+    if not torch.is_grad_enabled():
+        return False
+    tensors = [x, *vars(w.attn).values(), *vars(w.ffn).values()]
+    return any(isinstance(t, Tensor) and t.requires_grad for t in tensors)
+
+
+def _band(height: int, start: int, stop: int, halo: int) -> tuple[int, int]:
+    return max(start - halo, 0), min(stop + halo, height)
+
+
+def _restormer_block_banded(x: Tensor, w: BlockWeights, band_rows: int) -> Tensor:
+    """:func:`restormer_block_nhwc` without autograd, streamed over bands of rows.
+
+    Pass 1 computes q, k, v band by band (one halo row each side for the depthwise
+    convolution), accumulates the Gram matrix and the q/k norms, and keeps only v.
+    Pass 2 applies the attention and the feed-forward band by band. Memory traffic
+    per block drops from ~50 to ~5 full-size tensors; the result equals the
+    unbanded computation up to float rounding.
+    """
+    out = torch.empty_like(x)
+    a, f = w.attn, w.ffn
+    height, width, channels = x.shape[1:]
+    mask = _head_mask(channels, a.heads, x.device)
+    for image, target in zip(x, out):  # [H, W, D] each
+        value = torch.empty_like(image)
+        gram = image.new_zeros(channels, channels)
+        q_sq = image.new_zeros(channels)
+        k_sq = image.new_zeros(channels)
+        for start in range(0, height, band_rows):
+            stop = min(start + band_rows, height)
+            lo, hi = _band(height, start, stop, 1)
+            y = _layer_norm_groups(image[lo:hi].unsqueeze(0), w.norm_groups)
+            qkv = _pointwise(y, a.qkv_weight, a.qkv_bias)
+            qkv = depthwise_conv3x3_nhwc(qkv, a.dw_weight, a.dw_bias)
+            qkv = qkv[0, start - lo: stop - lo].reshape(-1, 3 * channels)
+            q, k, v = qkv.split(channels, dim=-1)
+            gram.addmm_(q.t(), k)
+            q_sq += q.square().sum(0)
+            k_sq += k.square().sum(0)
+            value[start:stop].copy_(v.view(stop - start, width, channels))
+        norms = q_sq.sqrt().clamp_min(NORMALIZE_EPS), k_sq.sqrt().clamp_min(NORMALIZE_EPS)
+        logits = gram / (norms[0].unsqueeze(1) * norms[1].unsqueeze(0)) * a.temperature.unsqueeze(1)
+        attention = torch.softmax(logits.masked_fill(~mask, float("-inf")), dim=-1)
+        mix_t = (a.proj_weight @ attention).t()
+        for start in range(0, height, band_rows):
+            stop = min(start + band_rows, height)
+            lo, hi = _band(height, start, stop, 1)
+            rows = hi - lo
+            x1 = torch.addmm(
+                image[lo:hi].reshape(-1, channels), value[lo:hi].reshape(-1, channels), mix_t
+            )
+            if a.proj_bias is not None:
+                x1 += a.proj_bias
+            x1 = x1.view(1, rows, width, channels)
+            y = _layer_norm_groups(x1, w.norm_groups)
+            hidden = _pointwise(y, f.in_weight, f.in_bias)
+            hidden = depthwise_conv3x3_nhwc(hidden, f.dw_weight, f.dw_bias)
+            hidden = hidden[0, start - lo: stop - lo]
+            gate, gated = hidden.chunk(2, dim=-1)  # strided views; work in place
+            gate = torch.ops.aten.gelu_(gate).mul_(gated).reshape(-1, gate.shape[-1])
+            residual = x1[0, start - lo: stop - lo].reshape(-1, channels)
+            if f.out_bias is not None:
+                residual = residual + f.out_bias
+            band_out = target[start:stop].view(-1, channels)
+            torch.addmm(residual, gate, f.out_weight.t(), out=band_out)
+    return out
+
+
+def restormer_block_nhwc(x: Tensor, w: BlockWeights, band_rows: int | None = BAND_ROWS) -> Tensor:
+    """One Restormer block (``x + attn(LN x)``, then ``x + ffn(LN x)``) on ``[B, H, W, D]``.
+
+    Without autograd (``torch.no_grad`` / ``inference_mode``, or nothing requiring
+    grad) it streams over bands of ``band_rows`` rows (``None``: never).
+    """
+    x = x.contiguous()
+    if band_rows is not None and not _needs_grad(x, w):
+        return _restormer_block_banded(x, w, band_rows)
+    x = attention_residual(x, _layer_norm_groups(x, w.norm_groups), w.attn)
+    return gated_ffn_residual(x, _layer_norm_groups(x, w.norm_groups), w.ffn)
+
+
+# ----------------------------------------------------------------------------- modules
+def _flat(conv: nn.Conv2d) -> Tensor:
+    """A 1×1 convolution's weight as a ``[C_out, C_in]`` matrix (a view)."""
+    return conv.weight.view(conv.weight.shape[0], conv.weight.shape[1])
+
+
+class ChannelLayerNorm(nn.Module):
+    """Layer norm over the channels of each pixel (public ``LayerNorm`` / ``WithBias_LayerNorm``).
+
+    Holds ``weight`` (ones) and ``bias`` (zeros), ``[C]``; public keys are
+    ``normX.body.weight`` / ``normX.body.bias``, ours ``normX.weight`` / ``normX.bias``.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Normalise a ``[B, H, W, C]`` tensor."""
+        return F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, eps=LAYER_NORM_EPS)
+
+
+class ChannelAttention(nn.Module):
+    """Multi-Dconv-head transposed attention (public ``Attention``).
+
+    Parameters (public names): ``temperature`` (ours ``[heads]``, public
+    ``[heads, 1, 1]``), ``qkv`` (1×1, dim→3·dim), ``qkv_dwconv`` (depthwise 3×3),
+    ``project_out`` (1×1). Runs through :func:`attention_residual`.
+    """
+
+    def __init__(self, dim: int, heads: int, bias: bool = False) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
+        self.heads = heads
+        self.temperature = nn.Parameter(torch.ones(heads))
+        self.qkv = nn.Conv2d(dim, dim * 3, kernel_size=1, bias=bias)
+        self.qkv_dwconv = nn.Conv2d(dim * 3, dim * 3, 3, padding=1, groups=dim * 3, bias=bias)
+        self.project_out = nn.Conv2d(dim, dim, kernel_size=1, bias=bias)
+
+    def fused(self, norm: ChannelLayerNorm | None) -> AttentionWeights:
+        """The fused weights, with ``norm``'s affine folded into ``qkv``."""
+        weight, bias = _flat(self.qkv), self.qkv.bias
+        if norm is not None:
+            folded_bias = weight @ norm.bias
+            bias = folded_bias if bias is None else bias + folded_bias
+            weight = weight * norm.weight
+        rows = self.qkv.weight.shape[1] // self.heads
+        return AttentionWeights(
+            qkv_weight=weight,
+            qkv_bias=bias,
+            dw_weight=self.qkv_dwconv.weight,
+            dw_bias=self.qkv_dwconv.bias,
+            temperature=self.temperature.repeat_interleave(rows),
+            heads=self.heads,
+            proj_weight=_flat(self.project_out),
+            proj_bias=self.project_out.bias,
+        )
+
+
+class GatedFeedForward(nn.Module):
+    """Gated-Dconv feed-forward network (public ``FeedForward``).
+
+    ``project_in`` (1×1, dim→2h), ``dwconv`` (depthwise 3×3), ``project_out``
+    (1×1, h→dim) with ``h = int(dim · expansion)``.
+    """
+
+    def __init__(self, dim: int, expansion: float = 2.0, bias: bool = False) -> None:
+        super().__init__()
+        hidden = int(dim * expansion)
+        self.project_in = nn.Conv2d(dim, hidden * 2, kernel_size=1, bias=bias)
+        self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, 3, padding=1, groups=hidden * 2, bias=bias)
+        self.project_out = nn.Conv2d(hidden, dim, kernel_size=1, bias=bias)
+
+    def fused(self, norm: ChannelLayerNorm | None) -> FeedForwardWeights:
+        """The fused weights, with ``norm``'s affine folded into ``project_in``."""
+        weight, bias = _flat(self.project_in), self.project_in.bias
+        if norm is not None:
+            folded_bias = weight @ norm.bias
+            bias = folded_bias if bias is None else bias + folded_bias
+            weight = weight * norm.weight
+        return FeedForwardWeights(
+            in_weight=weight,
+            in_bias=bias,
+            dw_weight=self.dwconv.weight,
+            dw_bias=self.dwconv.bias,
+            out_weight=_flat(self.project_out),
+            out_bias=self.project_out.bias,
+        )
+
+
+class RestormerBlock(nn.Module):
+    """Restormer transformer block (public ``TransformerBlock``): ``norm1, attn, norm2, ffn``.
+
+    ``x ← x + attn(norm1(x))``; ``x ← x + ffn(norm2(x))``. Call it on a
+    channels-last ``[B, H, W, C]`` tensor, or use :meth:`fused` with
+    :func:`restormer_block_nhwc` / :func:`merge_block_pair`.
+    """
+
+    def __init__(self, dim: int, heads: int, expansion: float = 2.0, bias: bool = False) -> None:
+        super().__init__()
+        self.norm1 = ChannelLayerNorm(dim)
+        self.attn = ChannelAttention(dim, heads, bias)
+        self.norm2 = ChannelLayerNorm(dim)
+        self.ffn = GatedFeedForward(dim, expansion, bias)
+
+    def fused(self) -> BlockWeights:
+        """Fused weights (layer-norm affines folded into the following 1×1 convolutions)."""
+        return BlockWeights(
+            attn=self.attn.fused(self.norm1), ffn=self.ffn.fused(self.norm2), norm_groups=1
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Apply the block to ``[B, H, W, C]``."""
+        return restormer_block_nhwc(x.contiguous(), self.fused())

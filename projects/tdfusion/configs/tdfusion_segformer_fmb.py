@@ -1,0 +1,13 @@
+# TDFusion, SegFormer on FMB (15 classes), paper settings; 300x400 task view.
+# Data: <data_root>/FMB.
+_base_ = [
+    '../../../configs/_base_/models/tdfusion_segformer.py',
+    '../../../configs/_base_/datasets/fmb_seg.py',
+    '../../../configs/_base_/schedules/tdfusion_paper.py',
+    '../../../configs/_base_/default_runtime.py',
+]
+model = dict(task=dict(
+    num_classes=15,
+    class_names=('unlabeled', 'Road', 'Sidewalk', 'Building', 'Traffic Light', 'Traffic Sign',
+                 'Vegetation', 'Sky', 'Person', 'Car', 'Truck', 'Bus', 'Motorcycle', 'Bicycle',
+                 'Pole')))

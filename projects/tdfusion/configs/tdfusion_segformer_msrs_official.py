@@ -1,0 +1,15 @@
+# TDFusion on MSRS with the public code's recipe (HaowenBai/TDFusion train.py):
+# 40 epochs, StepLR(10, 0.1) on every optimiser, batch 1 doubled by the source
+# swap ("Switch"), the max-normalised outer step with the epoch's F lr (1e-4),
+# the squared-weight intensity term and the per-axis gradient term.
+_base_ = [
+    '../../../configs/_base_/models/tdfusion_segformer.py',
+    '../../../configs/_base_/datasets/msrs_seg.py',
+    '../../../configs/_base_/schedules/tdfusion_official.py',
+    '../../../configs/_base_/default_runtime.py',
+]
+model = dict(
+    task=dict(num_classes=9),
+    loss=dict(intensity_form='official', gradient_form='axis'),
+    learner=dict(outer_step='max_norm', outer_lr=1e-4))
+train_dataloader = dict(batch_size=1, collate_fn=dict(type='collate_paired', swap_modalities=True))
