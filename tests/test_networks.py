@@ -15,6 +15,7 @@ from learnable_fusion_loss.generators.tdfusion_lpn import TDFusionLPN
 from learnable_fusion_loss.models import ReFusionNet, load_official_state_dict
 from learnable_fusion_loss.models.layers import (
     RestormerBlock,
+    conv3x3,
     merge_block_pair,
     restormer_block_nhwc,
 )
@@ -254,3 +255,47 @@ def test_activation_checkpointing_saves_memory_and_keeps_the_output():
     ckpt_bytes, ckpt_out = saved_bytes(checkpointed)
     torch.testing.assert_close(ckpt_out, plain_out, atol=0, rtol=0)
     assert ckpt_bytes < 0.5 * plain_bytes, (ckpt_bytes, plain_bytes)
+
+
+@pytest.mark.parametrize("groups, cin, cout", [(1, 4, 3), (2, 4, 6), (5, 5, 5)])
+def test_conv3x3_equals_conv2d_to_second_order(groups, cin, cout):
+    generator = torch.Generator().manual_seed(groups)
+    x = torch.randn(2, cin, 7, 9, generator=generator, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(cout, cin // groups, 3, 3, generator=generator, dtype=torch.float64,
+                    requires_grad=True)
+    bias = torch.randn(cout, generator=generator, dtype=torch.float64, requires_grad=True)
+
+    def conv(x, w, bias):
+        return conv3x3(x, w, bias, groups)
+
+    torch.testing.assert_close(conv(x, w, bias), torch.nn.functional.conv2d(x, w, bias, padding=1, groups=groups))
+    assert torch.autograd.gradcheck(conv, (x, w, bias))
+    assert torch.autograd.gradgradcheck(conv, (x, w, bias))
+
+
+def test_conv3x3_second_order_pass_skips_unwanted_weight_terms():
+    """The hypergradient through two stacked depthwise convolutions runs no convolution with
+    an image-sized kernel (PyTorch's own double backward runs one per channel)."""
+    channels, size = 6, 24
+    generator = torch.Generator().manual_seed(0)
+    x0 = torch.rand(2, channels, size, size, generator=generator)
+    w1, w2 = (torch.randn(channels, 1, 3, 3, generator=generator).mul(0.3).requires_grad_()
+              for _ in range(2))
+    phi = torch.rand(1, channels, 1, 1, generator=generator, requires_grad=True)
+
+    def image_sized_kernels(conv) -> int:
+        def net(w1, w2):
+            return conv(conv(x0, w1).tanh(), w2)
+
+        g1, g2 = torch.autograd.grad((net(w1, w2) - phi).square().mean(), (w1, w2), create_graph=True)
+        outer = net(w1 - 0.1 * g1, w2 - 0.1 * g2).square().mean()
+        with torch.profiler.profile(record_shapes=True) as prof:
+            (grad,) = torch.autograd.grad(outer, phi)
+        assert grad.abs().max() > 0
+        return sum(1 for event in prof.events() if event.name == "aten::convolution"
+                   and event.input_shapes and event.input_shapes[1][-2:] == [size, size])
+
+    native = image_sized_kernels(
+        lambda x, w: torch.nn.functional.conv2d(x, w, padding=1, groups=channels))
+    assert native > 0  # the waste this convolution exists to avoid (if torch fixes it, drop conv3x3)
+    assert image_sized_kernels(lambda x, w: conv3x3(x, w, groups=channels)) == 0

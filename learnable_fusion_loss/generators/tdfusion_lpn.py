@@ -8,7 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..models.layers import RestormerBlock, merge_block_pair, nchw_view, restormer_block_nhwc
+from ..models.layers import (
+    RestormerBlock,
+    conv3x3,
+    merge_block_pair,
+    nchw_view,
+    restormer_block_nhwc,
+)
 from ..models.refusion import check_source_pair, dual_stem
 from ..registry import MODELS
 
@@ -88,7 +94,7 @@ class TDFusionLPN(nn.Module):
             x = restormer_block_nhwc(x, merge_block_pair(first.fused(), second.fused()))
         for block in self.encoder3:
             x = restormer_block_nhwc(x, block.fused())
-        y = self.out1(nchw_view(x))
+        y = conv3x3(nchw_view(x), self.out1.weight, self.out1.bias)
         y = F.prelu(y, self.out2.weight)
-        y = self.out3(y)
+        y = conv3x3(y, self.out3.weight, self.out3.bias)
         return torch.softmax(y, dim=1).contiguous()

@@ -47,6 +47,7 @@ __all__ = [
     "GatedFeedForward",
     "RestormerBlock",
     "attention_residual",
+    "conv3x3",
     "depthwise_conv3x3_nhwc",
     "gated_ffn_residual",
     "merge_block_pair",
@@ -70,9 +71,59 @@ def nchw_view(x: Tensor) -> Tensor:
     return x.permute(0, 3, 1, 2)
 
 
+class _Conv3x3(torch.autograd.Function):
+    """A stride-1, zero-padded 3×3 convolution whose backward is built from first-order ops.
+
+    Why: PyTorch's double backward of a convolution (``_convolution_double_backward``)
+    computes the weight term ``conv(ggI, gO)`` whenever the incoming ``ggI`` exists,
+    whether or not the weight's gradient is wanted. The meta step's hypergradient
+    differentiates F's backward pass w.r.t. G only, so for every convolution inside F
+    that term is wasted, and for a depthwise convolution it runs as one 256×256-kernel
+    convolution per channel plus a copy: about 40 % of a meta step on CPU. Here the
+    backward is ``conv_transpose2d`` (for the input) and ``convolution_backward`` asked
+    for the weight only; the derivatives of those two are ordinary convolutions, so
+    the second-order pass does only what autograd's pruning asks for.
+    """
+
+    @staticmethod
+    def forward(x: Tensor, weight: Tensor, groups: int) -> Tensor:  # type: ignore[override]
+        return F.conv2d(x, weight, None, padding=1, groups=groups)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
+        x, weight, groups = inputs
+        ctx.save_for_backward(x, weight)
+        ctx.groups = groups
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = F.conv_transpose2d(grad_out, weight, None, padding=1, groups=ctx.groups)
+        if ctx.needs_input_grad[1]:
+            grad_w = torch.ops.aten.convolution_backward(
+                grad_out, x, weight, None, [1, 1], [1, 1], [1, 1], False, [0, 0], ctx.groups,
+                [False, True, False],
+            )[1]
+        return grad_x, grad_w, None
+
+
+def conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None = None, groups: int = 1) -> Tensor:
+    """``F.conv2d(x, weight, bias, padding=1, groups=groups)`` for 3×3 kernels, ``[B, C, H, W]``.
+
+    Same values and gradients; under autograd it uses :class:`_Conv3x3`, whose double
+    backward skips the weight terms nobody asked for (see there).
+    """
+    if not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
+        return F.conv2d(x, weight, bias, padding=1, groups=groups)
+    y = _Conv3x3.apply(x, weight, groups)
+    return y if bias is None else y + bias.view(1, -1, 1, 1)
+
+
 def depthwise_conv3x3_nhwc(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """Depthwise 3×3 convolution (zero padding 1) of a ``[B, H, W, C]`` tensor."""
-    y = F.conv2d(nchw_view(x), weight, bias, padding=1, groups=weight.shape[0])
+    y = conv3x3(nchw_view(x), weight, bias, groups=weight.shape[0])
     return y.permute(0, 2, 3, 1)
 
 
