@@ -137,4 +137,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from learnable_fusion_loss.compat import keep_freed_memory
+
+    keep_freed_memory()  # as tools/train.py does (see compat.keep_freed_memory)
     main()

@@ -196,4 +196,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from learnable_fusion_loss.compat import keep_freed_memory
+
+    keep_freed_memory()  # large images: reuse freed buffers instead of re-faulting them
     sys.exit(main())

@@ -152,4 +152,5 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 if __name__ == "__main__":
+    compat.keep_freed_memory()  # a training process: reuse freed activations (see compat)
     main()

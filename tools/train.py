@@ -158,4 +158,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    compat.keep_freed_memory()  # a training process: reuse freed activations (see compat)
     main()
