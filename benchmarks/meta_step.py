@@ -86,8 +86,51 @@ def worker(backend: str, step: str, repeats: int, task_kind: str, checkpoint: bo
     run = (lambda: learner.meta_step(batch, batch)) if step == "meta" else (lambda: learner.fusion_step(batch))
     median, times = median_time(run, repeats=repeats, warmup=1)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"backend": backend, "step": step, "median_s": median, "times_s": times,
-            "peak_rss_gib": peak_kib / 2**20, "pair": stem}
+    result = {"backend": backend, "step": step, "median_s": median, "times_s": times,
+              "peak_rss_gib": peak_kib / 2**20, "pair": stem}
+    if step == "meta" and backend == "torch.func":
+        result["saved_for_backward_gib"] = saved_tensor_breakdown(
+            run, {"F (fusion net)": fusion, "G (loss net)": loss.generator, "T (task net)": learner.task.net})
+    return result
+
+
+def saved_tensor_breakdown(run, modules: dict) -> dict[str, float]:
+    """GiB that autograd saves for backward during ``run()``, by the network running.
+
+    Tensors saved while no network's forward is running belong to the backward pass
+    of the inner step (``create_graph=True`` keeps its intermediates for the outer
+    step) or to the loss terms; they are reported as ``inner backward + losses``.
+    A tensor saved twice is counted twice (an upper bound on its share).
+    """
+    import torch
+
+    totals: dict[str, float] = {}
+    stack: list[str] = []
+    handles = []
+    def enter(label: str):
+        def hook(*_) -> None:
+            stack.append(label)
+        return hook
+
+    def leave(*_) -> None:  # returns None: the module's output is kept
+        stack.pop()
+
+    for label, module in modules.items():
+        handles.append(module.register_forward_pre_hook(enter(label)))
+        handles.append(module.register_forward_hook(leave))
+
+    def pack(tensor):
+        label = stack[-1] if stack else "inner backward + losses"
+        totals[label] = totals.get(label, 0.0) + tensor.numel() * tensor.element_size() / 2**30
+        return tensor
+
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return dict(sorted(totals.items(), key=lambda item: -item[1]))
 
 
 def main() -> None:
@@ -129,6 +172,10 @@ def main() -> None:
     print(f"task: {task_kind}, batch 2, fusion crops 256x256, task view 192x256, "
           f"{args.repeats} repeats (median)\n")
     print(markdown_table(["step", "inner backend", "median time (s)", "peak RSS (GiB)"], rows))
+    breakdown = next((r["saved_for_backward_gib"] for r in results if "saved_for_backward_gib" in r), None)
+    if breakdown:
+        print("\nSaved for backward in one torch.func meta step (GiB, by the network that saved it):\n")
+        print(markdown_table(["saved by", "GiB"], [[k, f"{v:.2f}"] for k, v in breakdown.items()]))
     write_json_atomic(args.out, {"benchmark": "meta_step", "task": task_kind, "repeats": args.repeats,
                                  "checkpoint_activations": args.checkpoint_activations,
                                  "machine": machine(), "results": results})
@@ -136,4 +183,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from learnable_fusion_loss.compat import keep_freed_memory
+
+    keep_freed_memory()  # as tools/train.py does (see compat.keep_freed_memory)
     main()

@@ -4,7 +4,7 @@
     python tools/tdfusion_results.py [--work-root work_dirs/tdfusion_results]
                                      [--runs tdfusion ir vis mean max] [--ablations]
                                      [--out projects/tdfusion/results_mini.md]
-                                     [--cfg-options ...]
+                                     [--jobs N] [--cfg-options ...]
 
 For every run (a config in projects/tdfusion/configs) it trains with
 ``tools/train.py`` unless ``<work-root>/<run>/last_checkpoint`` exists, evaluates
@@ -18,6 +18,8 @@ writes one Markdown file with
 3. the paper's published numbers, marked as not comparable.
 
 ``--cfg-options`` are passed to both tools for every run (e.g. smaller schedules).
+``--jobs N`` trains and tests N runs at once (each run is its own process; on a
+small CPU machine give each one thread, ``OMP_NUM_THREADS=1``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import math
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -153,17 +156,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ablations", action="store_true", help="also run the five ablations")
     parser.add_argument("--out", default="work_dirs/tdfusion_results/results_mini.md")
     parser.add_argument("--cfg-options", nargs="+", default=[], help="passed to train.py and test.py")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained and tested at once")
     args = parser.parse_args(argv)
     if "tdfusion" not in args.runs:
         raise SystemExit("--runs must include 'tdfusion' (the method the table compares)")
     chosen = {name: RUNS[name] for name in args.runs}
     if args.ablations:
         chosen.update(ABLATIONS)
+    if args.jobs < 1:
+        raise SystemExit(f"--jobs must be >= 1, got {args.jobs}")
     work_root = Path(args.work_root)
-    results, labels = {}, {}
-    for name, (config, label) in chosen.items():
-        results[name] = run_one(name, config, work_root, list(args.cfg_options))
-        labels[name] = label
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {name: pool.submit(run_one, name, config, work_root, list(args.cfg_options))
+                   for name, (config, _) in chosen.items()}
+        results = {name: future.result() for name, future in futures.items()}
+    labels = {name: label for name, (_, label) in chosen.items()}
     table = build_table(results, labels, method="tdfusion")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
