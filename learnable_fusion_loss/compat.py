@@ -278,6 +278,10 @@ def _history_buffer_getattr(obj: Any, name: str) -> Any:
             f"checkpoint asks for getattr({obj!r}, {name!r}); only HistoryBuffer statistic "
             "methods are allowed under weights_only=True"
         )
+    if not HistoryBuffer._statistics_methods:
+        # MMEngine fills this registry in the first HistoryBuffer(); a fresh process
+        # that unpickles a checkpoint (resume, test) may not have made one yet.
+        HistoryBuffer()
     value = getattr(obj, name, None)
     if name not in HistoryBuffer._statistics_methods or value is not (
         HistoryBuffer._statistics_methods[name]

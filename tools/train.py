@@ -29,21 +29,6 @@ from learnable_fusion_loss import compat  # noqa: E402
 compat.apply_offline_defaults()
 compat.patch_mmengine_checkpoint_loading()
 
-
-def _register_history_buffer_statistics() -> None:
-    """Fill ``HistoryBuffer._statistics_methods`` before any checkpoint is unpickled.
-
-    MMEngine fills that registry in the first ``HistoryBuffer()``; until then the
-    allow-listed ``getattr(HistoryBuffer, 'min')`` of ``compat`` refuses the
-    statistic methods stored in a checkpoint's message hub (fresh process + resume/test).
-    """
-    from mmengine.logging import HistoryBuffer
-
-    HistoryBuffer()
-
-
-_register_history_buffer_statistics()
-
 import argparse  # noqa: E402
 import importlib.util  # noqa: E402
 import os  # noqa: E402

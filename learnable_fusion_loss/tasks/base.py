@@ -14,8 +14,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -69,7 +70,32 @@ def restore_module(
     module.train(snapshot.training)
 
 
-class ModuleTask:
+class NetTask:
+    """What every adapter around one ``nn.Module`` T (``self.net``) and its optimiser
+    (``self.optimizer``) shares: in-memory snapshot/restore and an eval-mode context."""
+
+    net: nn.Module
+    optimizer: torch.optim.Optimizer | None
+
+    def snapshot(self) -> TaskSnapshot:
+        return snapshot_module(self.net, self.optimizer)
+
+    def restore(self, snapshot: TaskSnapshot) -> None:
+        restore_module(self.net, self.optimizer, snapshot)
+
+    @contextlib.contextmanager
+    def _eval_mode(self) -> Iterator[None]:
+        """Eval mode without autograd; the previous train/eval mode is restored after."""
+        was_training = self.net.training
+        self.net.eval()
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            self.net.train(was_training)
+
+
+class ModuleTask(NetTask):
     """A task made of any ``nn.Module`` T, a criterion and an optimiser.
 
     ``loss(fused, target) = criterion(net(fused), target)``. This is the generic
@@ -99,12 +125,6 @@ class ModuleTask:
         loss.backward()
         self.optimizer.step()
         return {"loss_task": float(loss.detach())}
-
-    def snapshot(self) -> TaskSnapshot:
-        return snapshot_module(self.net, self.optimizer)
-
-    def restore(self, snapshot: TaskSnapshot) -> None:
-        restore_module(self.net, self.optimizer, snapshot)
 
 
 class CallableTask:

@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from .._checks import check_image
 from ..registry import MODELS
-from .base import TaskSnapshot, restore_module, snapshot_module
+from .base import NetTask
 
 __all__ = ["SegFormerTask", "segformer_config", "MSRS_SEG_CLASSES"]
 
@@ -146,7 +146,7 @@ def _require(module: str, extra: str) -> None:
 
 
 @MODELS.register_module()
-class SegFormerTask:
+class SegFormerTask(NetTask):
     """SegFormer semantic segmentation task (protocol: :class:`~.base.TaskAdapter`).
 
     Args:
@@ -294,23 +294,7 @@ class SegFormerTask:
         self.optimizer.zero_grad(set_to_none=True)
         return {"loss_task": float(loss.detach())}
 
-    def snapshot(self) -> TaskSnapshot:
-        return snapshot_module(self.net, self.optimizer)
-
-    def restore(self, snapshot: TaskSnapshot) -> None:
-        restore_module(self.net, self.optimizer, snapshot)
-
     # ------------------------------------------------------------------ inference
-    @contextlib.contextmanager
-    def _eval_mode(self) -> Iterator[None]:
-        was_training = self.net.training
-        self.net.eval()
-        try:
-            with torch.no_grad():
-                yield
-        finally:
-            self.net.train(was_training)
-
     def predict(self, fused: Tensor, size: tuple[int, int] | None = None) -> Tensor:
         """Label map ``LongTensor [B, H, W]`` at ``size`` (default: the input size), eval mode."""
         with self._eval_mode():

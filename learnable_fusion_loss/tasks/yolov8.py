@@ -53,7 +53,7 @@ from torch import Tensor, nn
 from .. import compat
 from .._checks import check_image
 from ..registry import MODELS
-from .base import TaskSnapshot, restore_module, snapshot_module
+from .base import NetTask
 from .segformer import _build_optimizer, _require, _seeded
 
 __all__ = ["YOLOv8Task", "collate_yolo_targets", "MSRS_DET_CLASSES"]
@@ -80,7 +80,7 @@ def collate_yolo_targets(per_image: Sequence[Tensor]) -> dict[str, Tensor]:
 
 
 @MODELS.register_module()
-class YOLOv8Task:
+class YOLOv8Task(NetTask):
     """YOLOv8 detection task (protocol: :class:`~.base.TaskAdapter`).
 
     Args:
@@ -217,23 +217,7 @@ class YOLOv8Task:
         return {"loss_task": float(loss.detach()), "loss_box": box, "loss_cls": cls,
                 "loss_dfl": dfl}
 
-    def snapshot(self) -> TaskSnapshot:
-        return snapshot_module(self.net, self.optimizer)
-
-    def restore(self, snapshot: TaskSnapshot) -> None:
-        restore_module(self.net, self.optimizer, snapshot)
-
     # ------------------------------------------------------------------ inference
-    @contextlib.contextmanager
-    def _eval_mode(self) -> Iterator[None]:
-        was_training = self.net.training
-        self.net.eval()
-        try:
-            with torch.no_grad():
-                yield
-        finally:
-            self.net.train(was_training)
-
     def predict(
         self, fused: Tensor, conf_thres: float | None = None, iou_thres: float | None = None
     ) -> list[Tensor]:
