@@ -121,7 +121,7 @@ def keep_freed_memory() -> bool:
     page-faulted and zeroed by the kernel again: measured on 2 cores, a TDFusion meta
     step at 256×256 spent 18 s of 42 CPU-seconds in the kernel. With ``mmap`` off
     for the heap and no trimming, freed blocks are reused and that time drops below
-    1 s (``benchmarks/meta_step.py``). The price: the process keeps its peak memory
+    1 s (``resource.getrusage`` around one step). The price: the process keeps its peak memory
     until it exits, which a training or benchmark process does anyway. Equivalent to
     ``GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=<huge>``.
 
