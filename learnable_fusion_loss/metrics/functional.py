@@ -52,7 +52,7 @@ Colour fused images are compared through their BT.601 luma ``0.299 R + 0.587 G +
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Literal
 
 import torch
