@@ -118,10 +118,11 @@ def keep_freed_memory() -> bool:
     PyTorch's CPU allocator is plain ``malloc``. glibc serves every block above
     32 MiB (and, before its threshold adapts, above 128 KiB) with a fresh ``mmap``
     and unmaps it on ``free``, so each large activation of a training step is
-    page-faulted and zeroed by the kernel again: measured on 2 cores, a TDFusion meta
-    step at 256×256 spent 18 s of 42 CPU-seconds in the kernel. With ``mmap`` off
-    for the heap and no trimming, freed blocks are reused and that time drops below
-    1 s (``resource.getrusage`` around one step). The price: the process keeps its peak memory
+    page-faulted and zeroed by the kernel again: during development, a TDFusion meta
+    step at 256×256 on 2 cores spent 18 s of 42 CPU-seconds in the kernel. With ``mmap`` off
+    for the heap and no trimming, freed blocks are reused and that time dropped below
+    1 s (``resource.getrusage`` around one step; ``tests/test_compat_memory.py`` counts
+    the page faults). The price: the process keeps its peak memory
     until it exits, which a training or benchmark process does anyway. Equivalent to
     ``GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=<huge>``.
 
