@@ -396,9 +396,6 @@ def restormer_block_nhwc(x: Tensor, w: BlockWeights, band_rows: int | None = BAN
 
 
 # ----------------------------------------------------------------------------- modules
-def _flat(conv: nn.Conv2d) -> Tensor:
-    """A 1×1 convolution's weight as a ``[C_out, C_in]`` matrix (a view)."""
-    return conv.weight.view(conv.weight.shape[0], conv.weight.shape[1])
 
 
 class ChannelLayerNorm(nn.Module):
@@ -416,6 +413,22 @@ class ChannelLayerNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Normalise a ``[B, H, W, C]`` tensor."""
         return F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, eps=LAYER_NORM_EPS)
+
+
+def _flat(conv: nn.Conv2d) -> Tensor:
+    """A 1×1 convolution's weight as a ``[C_out, C_in]`` matrix (a view)."""
+    return conv.weight.view(conv.weight.shape[0], conv.weight.shape[1])
+
+
+def _fold_norm(conv: nn.Conv2d, norm: ChannelLayerNorm | None) -> tuple[Tensor, Tensor | None]:
+    """``conv``'s 1×1 weight and bias with ``norm``'s affine folded in:
+    ``W·(γ⊙x̂ + β) + b = (W·diag γ)·x̂ + (W·β + b)``."""
+    weight, bias = _flat(conv), conv.bias
+    if norm is not None:
+        folded_bias = weight @ norm.bias
+        bias = folded_bias if bias is None else bias + folded_bias
+        weight = weight * norm.weight
+    return weight, bias
 
 
 class ChannelAttention(nn.Module):
@@ -438,11 +451,7 @@ class ChannelAttention(nn.Module):
 
     def fused(self, norm: ChannelLayerNorm | None) -> AttentionWeights:
         """The fused weights, with ``norm``'s affine folded into ``qkv``."""
-        weight, bias = _flat(self.qkv), self.qkv.bias
-        if norm is not None:
-            folded_bias = weight @ norm.bias
-            bias = folded_bias if bias is None else bias + folded_bias
-            weight = weight * norm.weight
+        weight, bias = _fold_norm(self.qkv, norm)
         rows = self.qkv.weight.shape[1] // self.heads
         return AttentionWeights(
             qkv_weight=weight,
@@ -472,11 +481,7 @@ class GatedFeedForward(nn.Module):
 
     def fused(self, norm: ChannelLayerNorm | None) -> FeedForwardWeights:
         """The fused weights, with ``norm``'s affine folded into ``project_in``."""
-        weight, bias = _flat(self.project_in), self.project_in.bias
-        if norm is not None:
-            folded_bias = weight @ norm.bias
-            bias = folded_bias if bias is None else bias + folded_bias
-            weight = weight * norm.weight
+        weight, bias = _fold_norm(self.project_in, norm)
         return FeedForwardWeights(
             in_weight=weight,
             in_bias=bias,
