@@ -1,0 +1,18 @@
+# The TDFusion method, shared by every task: F = ReFusion, G = the Restormer LPN,
+# L_f = L_int(w) + alpha * L_grad (alpha = 1, the paper's forms), meta steps with a
+# differentiable SGD inner step (eta = F's current lr) and an Adam outer step on G.
+# A task config adds model.task and model.data_keys.
+model = dict(
+    type='MetaFusionModel',
+    fusion_net=dict(type='ReFusionNet'),
+    loss=dict(
+        type='LearnableFusionLoss',
+        generator=dict(type='TDFusionLPN'),
+        alpha=1.0,
+        intensity_form='paper',
+        gradient_form='magnitude'),
+    learner=dict(
+        outer_step='adam', inner_backend='torch.func', inner_optimizer='sgd',
+        fusion_task_weight=0.0),
+    source_names=('ir', 'vis'),
+)
