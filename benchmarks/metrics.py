@@ -71,6 +71,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "metrics.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    from learnable_fusion_loss.compat import keep_freed_memory
+
+    keep_freed_memory()  # as tools/evaluate.py does (see compat.keep_freed_memory)
 
     import _metric_reference as reference
 

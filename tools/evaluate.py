@@ -224,4 +224,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from learnable_fusion_loss.compat import keep_freed_memory
+
+    keep_freed_memory()  # every metric map is ~20 MB: reuse freed buffers instead of re-faulting them
     sys.exit(main())
