@@ -5,7 +5,7 @@ ReFusion (F) + TDFusion LPN (G), batch 2 (an MSRS pair and its modality swap),
 2 threads. Each (backend, step) runs in its own process so that the peak RSS
 (``resource.getrusage``) belongs to that configuration alone.
 
-    python benchmarks/meta_step.py [--repeats 5] [--task yolov8|tiny] [--out FILE]
+    python benchmarks/meta_step.py [--repeats 5] [--task yolov8|tiny] [--backends ...] [--out FILE]
 
 Prints a Markdown table and writes ``benchmarks/results/meta_step.json``.
 """
@@ -24,6 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, machine, markdown_table, median_time, msrs_pair, write_json_atomic  # noqa: E402
 
 BACKENDS = ("torch.func", "higher", "learn2learn")
+#: The forward-mode hypergradient (MetaLossLearner(hypergradient="forward")) runs as
+#: its own row; its inner step is torch.func's update rule.
+FORWARD = "forward-mode"
 
 
 def _task(kind: str):
@@ -81,14 +84,15 @@ def worker(backend: str, step: str, repeats: int, task_kind: str, checkpoint: bo
         loss,
         _task(task_kind),
         fusion_optimizer=torch.optim.Adam(fusion.parameters(), lr=1e-4),
-        inner_backend=backend,
+        inner_backend="torch.func" if backend == FORWARD else backend,
+        hypergradient="forward" if backend == FORWARD else "unrolled",
     )
     run = (lambda: learner.meta_step(batch, batch)) if step == "meta" else (lambda: learner.fusion_step(batch))
     median, times = median_time(run, repeats=repeats, warmup=1)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     result = {"backend": backend, "step": step, "median_s": median, "times_s": times,
               "peak_rss_gib": peak_kib / 2**20, "pair": stem}
-    if step == "meta" and backend == "torch.func":
+    if step == "meta" and backend in ("torch.func", FORWARD):
         result["saved_for_backward_gib"] = saved_tensor_breakdown(
             run, {"F (fusion net)": fusion, "G (loss net)": loss.generator, "T (task net)": learner.task.net})
     return result
@@ -100,6 +104,8 @@ def saved_tensor_breakdown(run, modules: dict) -> dict[str, float]:
     Tensors saved while no network's forward is running belong to the backward pass
     of the inner step (``create_graph=True`` keeps its intermediates for the outer
     step) or to the loss terms; they are reported as ``inner backward + losses``.
+    Saved tensors are not all alive at once (the forward-mode step frees F's
+    after each first-order pass), so the peak RSS is the figure that counts.
     A tensor saved twice is counted twice (an upper bound on its share).
     """
     import torch
@@ -138,7 +144,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--task", choices=["yolov8", "tiny"], default=None,
                         help="task net (default: yolov8 when ultralytics is installed)")
-    parser.add_argument("--backends", nargs="+", default=list(BACKENDS))
+    parser.add_argument("--backends", nargs="+", default=[*BACKENDS, FORWARD],
+                        help=f"inner backends of the unrolled meta step, and/or {FORWARD!r}")
     parser.add_argument("--checkpoint-activations", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS / "meta_step.json")
     parser.add_argument("--worker", nargs=2, metavar=("BACKEND", "STEP"), help=argparse.SUPPRESS)
@@ -150,7 +157,8 @@ def main() -> None:
         print("RESULT " + json.dumps(result))
         return
 
-    missing = [b for b in args.backends if b != "torch.func" and importlib.util.find_spec(b) is None]
+    missing = [b for b in args.backends
+               if b not in ("torch.func", FORWARD) and importlib.util.find_spec(b) is None]
     if missing:
         raise SystemExit(f"backend(s) not installed: {missing} (run tools/bootstrap.sh)")
     jobs = [(b, "meta") for b in args.backends]
@@ -172,10 +180,10 @@ def main() -> None:
     print(f"task: {task_kind}, batch 2, fusion crops 256x256, task view 192x256, "
           f"{args.repeats} repeats (median)\n")
     print(markdown_table(["step", "inner backend", "median time (s)", "peak RSS (GiB)"], rows))
-    breakdown = next((r["saved_for_backward_gib"] for r in results if "saved_for_backward_gib" in r), None)
-    if breakdown:
-        print("\nSaved for backward in one torch.func meta step (GiB, by the network that saved it):\n")
-        print(markdown_table(["saved by", "GiB"], [[k, f"{v:.2f}"] for k, v in breakdown.items()]))
+    for r in results:
+        if "saved_for_backward_gib" in r:
+            print(f"\nSaved for backward in one {r['backend']} meta step (GiB, by the network that saved it):\n")
+            print(markdown_table(["saved by", "GiB"], [[k, f"{v:.2f}"] for k, v in r["saved_for_backward_gib"].items()]))
     write_json_atomic(args.out, {"benchmark": "meta_step", "task": task_kind, "repeats": args.repeats,
                                  "checkpoint_activations": args.checkpoint_activations,
                                  "machine": machine(), "results": results})

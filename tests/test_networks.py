@@ -190,7 +190,7 @@ def test_bad_inputs_are_refused():
         TDFusionLPN(dim=10, heads=4)
 
 
-def _meta_hypergradient(fusion_net, generator, seed: int = 0) -> dict[str, torch.Tensor]:
+def _meta_hypergradient(fusion_net, generator, seed: int = 0, mode: str = "unrolled") -> dict[str, torch.Tensor]:
     """∂L_t/∂φ of one meta step with these F and G (float64, a small smooth task)."""
     from torch import nn
 
@@ -202,7 +202,7 @@ def _meta_hypergradient(fusion_net, generator, seed: int = 0) -> dict[str, torch
     task = ModuleTask(task_net, nn.functional.mse_loss, torch.optim.SGD(task_net.parameters(), lr=0.1))
     learner = MetaLossLearner(
         fusion_net, LearnableFusionLoss(generator), task,
-        fusion_optimizer=torch.optim.SGD(fusion_net.parameters(), lr=0.5),
+        fusion_optimizer=torch.optim.SGD(fusion_net.parameters(), lr=0.5), hypergradient=mode,
     )
     g = torch.Generator().manual_seed(seed + 1)
 
@@ -215,8 +215,8 @@ def _meta_hypergradient(fusion_net, generator, seed: int = 0) -> dict[str, torch
 
 
 def test_hypergradient_of_fast_networks_equals_reference_and_checkpointing():
-    """The meta step through the fast F and G equals the one through the plain NCHW nets,
-    and activation checkpointing on F changes nothing."""
+    """The meta step through the fast F and G equals the one through the plain NCHW nets;
+    activation checkpointing on F and the forward-mode hypergradient change nothing."""
     config = dict(dim=8, num_blocks=1, heads=4)
     fast_f, reference_f = _pair("refusion", seed=8, scale=0.3, dtype=torch.float64, **config)
     fast_g, reference_g = _pair("lpn", seed=9, scale=0.3, dtype=torch.float64, **config)
@@ -226,11 +226,13 @@ def test_hypergradient_of_fast_networks_equals_reference_and_checkpointing():
         ReFusionNet(**config, checkpoint_activations=True).double(), reference_f.state_dict()
     )
     got_checkpointed = _meta_hypergradient(checkpointed_f, fast_g)
+    got_forward = _meta_hypergradient(fast_f, fast_g, mode="forward")
     assert max(g.abs().max() for g in got.values()) > 0
     for name, grad in got.items():
         ref_name = name.replace("norm1.", "norm1.body.").replace("norm2.", "norm2.body.")
         torch.testing.assert_close(grad, expected[ref_name].reshape(grad.shape), atol=1e-10, rtol=1e-7)
         torch.testing.assert_close(got_checkpointed[name], grad, atol=1e-12, rtol=1e-10)
+        torch.testing.assert_close(got_forward[name], grad, atol=1e-12, rtol=1e-10)
 
 
 def test_activation_checkpointing_saves_memory_and_keeps_the_output():

@@ -68,6 +68,7 @@ _LEARNER_OPTIONS = (
     "inner_lr",
     "fusion_task_weight",
     "allow_fresh_adam",
+    "hypergradient",
 )
 
 
@@ -146,7 +147,7 @@ class MetaFusionModel(BaseModel):
             wrapper has a ``task`` entry, its ``optimizer`` attribute must be settable.
         learner: options of :class:`~learnable_fusion_loss.meta.MetaLossLearner`
             (``outer_step``, ``inner_backend``, ``inner_optimizer``, ``inner_lr``,
-            ``fusion_task_weight``, ``outer_lr``, ``allow_fresh_adam``).
+            ``fusion_task_weight``, ``outer_lr``, ``allow_fresh_adam``, ``hypergradient``).
         source_names: names of sources a and b, used in log keys (``w_ir``, ``w_vis``).
         data_keys: where each :class:`FusionBatch` field lives in a collated batch
             (default :data:`DEFAULT_DATA_KEYS`; ``task_a``/``task_b`` are optional).

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal, Protocol
 
 import torch
@@ -152,18 +152,30 @@ class InnerStep:
         # autograd.grad (not backward(create_graph=True)) keeps the graph out of
         # .grad and avoids the parameter ↔ gradient reference cycle that leaks.
         grads = torch.autograd.grad(loss, list(named.values()), create_graph=True, allow_unused=True)
+        return bind(self.update(named, grads, lr, optimizer))
+
+    def update(
+        self,
+        params: dict[str, Tensor],
+        grads: Sequence[Tensor | None],
+        lr: float,
+        optimizer: torch.optim.Optimizer | None = None,
+    ) -> dict[str, Tensor]:
+        """``θ'`` from ``θ`` and ``∇_θ L_f`` by this step's rule (differentiable in both).
+
+        ``optimizer`` is F's optimiser, read for the Adam state of ``params``' values.
+        A ``None`` gradient leaves its parameter unchanged.
+        """
         if self.inner_optimizer == "sgd":
-            new = {
-                n: p if g is None else p - lr * g for (n, p), g in zip(named.items(), grads, strict=True)
+            return {
+                n: p if g is None else p - lr * g for (n, p), g in zip(params.items(), grads, strict=True)
             }
-        else:
-            new = self._adam_update(named, grads, lr, optimizer)
-        return bind(new)
+        return self._adam_update(params, grads, lr, optimizer)
 
     def _adam_update(
         self,
-        named: dict[str, nn.Parameter],
-        grads: tuple[Tensor | None, ...],
+        named: dict[str, Tensor],
+        grads: Sequence[Tensor | None],
         lr: float,
         optimizer: torch.optim.Optimizer | None,
     ) -> dict[str, Tensor]:

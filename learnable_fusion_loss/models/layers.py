@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd import forward_ad
 
 __all__ = [
     "AttentionWeights",
@@ -314,10 +315,13 @@ BAND_ROWS = 16
 
 
 def _needs_grad(x: Tensor, w: BlockWeights) -> bool:
-    if not torch.is_grad_enabled():
-        return False
-    tensors = [x, *vars(w.attn).values(), *vars(w.ffn).values()]
-    return any(isinstance(t, Tensor) and t.requires_grad for t in tensors)
+    """Whether autodiff sees this block: reverse mode (grad) or forward mode (a tangent)."""
+    tensors = [t for t in (x, *vars(w.attn).values(), *vars(w.ffn).values()) if isinstance(t, Tensor)]
+    # Forward-mode AD (torch.autograd.forward_ad) runs even under no_grad, and the
+    # banded path's in-place and out= kernels would drop the tangents.
+    if any(forward_ad.unpack_dual(t).tangent is not None for t in tensors):
+        return True
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def _band(height: int, start: int, stop: int, halo: int) -> tuple[int, int]:

@@ -1,6 +1,9 @@
 # The TDFusion method, shared by every task: F = ReFusion, G = the Restormer LPN,
 # L_f = L_int(w) + alpha * L_grad (alpha = 1, the paper's forms), meta steps with a
 # differentiable SGD inner step (eta = F's current lr) and an Adam outer step on G.
+# hypergradient='forward' gives the same hypergradient as the unrolled torch.func
+# step (tests/test_meta.py, tests/test_networks.py) at ~half the peak memory;
+# 'unrolled' differentiates through inner_backend instead.
 # A task config adds model.task and model.data_keys.
 model = dict(
     type='MetaFusionModel',
@@ -13,6 +16,6 @@ model = dict(
         gradient_form='magnitude'),
     learner=dict(
         outer_step='adam', inner_backend='torch.func', inner_optimizer='sgd',
-        fusion_task_weight=0.0),
+        hypergradient='forward', fusion_task_weight=0.0),
     source_names=('ir', 'vis'),
 )
