@@ -321,8 +321,8 @@ def _vif_levels(refs: Tensor, dist: Tensor, sigma_nsq: float = 2.0, eps: float =
         # The evaluators' masked assignments, folded: g is zeroed where the
         # reference or the distorted window is flat or g < 0, and every pixel with
         # g = 0 adds log10(1) = 0 to the numerator whatever sv² is, so only the
-        # surviving pixels need sv² = max(σ2² − g·σ12, eps). Same values, same order
-        # of operations on the pixels that count.
+        # surviving pixels need sv² = max(σ2² − g·σ12, eps). Same values up to the
+        # rounding of a fused multiply-add.
         g = sigma12 / (sigma1_sq + eps)
         keep = (sigma1_sq >= eps) & (sigma2_sq >= eps) & (g >= 0)
         g.mul_(keep)
