@@ -158,10 +158,11 @@ def _band_matrix(kernel_1d: Tensor, block: int, stride: int) -> Tensor:
     return torch.where(inside, kernel_1d[offset.clamp(0, size - 1)], 0.0)
 
 
-def _correlate_rows(x: Tensor, kernel_1d: Tensor, stride: int = 1) -> Tensor:
-    """'valid' correlation of ``[..., H, W]`` along the rows, keeping every ``stride``-th output row.
+def _rows_pass(x: Tensor, kernel_1d: Tensor, stride: int) -> tuple[Tensor, int, int]:
+    """'valid' correlation of ``[..., H, W]`` along H, keeping every ``stride``-th output row.
 
-    Returns a view whose rows are a slice of a larger buffer (not contiguous).
+    Returns ``(buffer, rows, valid)``: ``buffer`` is ``[N·rows, W]`` (N images of
+    ``rows`` rows each, stacked) of which each image's first ``valid`` rows are the result.
     """
     # float64 conv2d on CPU takes torch's slow reference path (no oneDNN for
     # double). Instead all images are stacked into one tall [N·H, W] matrix, and
@@ -173,7 +174,6 @@ def _correlate_rows(x: Tensor, kernel_1d: Tensor, stride: int = 1) -> Tensor:
     if x.shape[-2] % stride:  # keep every image's first row on the output grid
         x = F.pad(x, (0, 0, 0, stride - x.shape[-2] % stride))
     height, width = x.shape[-2:]
-    out_rows = (x.shape[-2] - size) // stride + 1
     stacked = x.reshape(-1, width)
     computed = (stacked.shape[0] - size) // stride + 1
     span = stride * (_BLOCK - 1) + size
@@ -187,21 +187,46 @@ def _correlate_rows(x: Tensor, kernel_1d: Tensor, stride: int = 1) -> Tensor:
     if rest:
         start, reach = full * _BLOCK * stride, stride * (rest - 1) + size
         torch.mm(band[:rest, :reach], stacked[start : start + reach], out=out[full * _BLOCK : computed])
-    return out.view(*x.shape[:-2], height // stride, width)[..., :out_rows, :]
+    return out, height // stride, (height - size) // stride + 1
+
+
+def _cols_pass_t(rows: Tensor, kernel_1d: Tensor, stride: int) -> Tensor:
+    """'valid' correlation of every row of ``[M, W]`` (stride ``stride``), returned as ``[W', M]``."""
+    # The same banded GEMMs, now with the input as a transposed operand: BLAS reads
+    # each [span, M] window through its strides, so no transposing copy is made, and
+    # the [W', M] result is already the transposed map.
+    size = kernel_1d.numel()
+    if rows.shape[1] % stride:
+        rows = F.pad(rows, (0, stride - rows.shape[1] % stride))
+    count, width = rows.shape
+    out_cols = (width - size) // stride + 1
+    span = stride * (_BLOCK - 1) + size
+    band = _band_matrix(kernel_1d, _BLOCK, stride)
+    out = rows.new_empty(out_cols, count)
+    full = out_cols // _BLOCK
+    rest = out_cols - full * _BLOCK
+    if full:
+        windows = rows.unfold(1, span, stride * _BLOCK)[:, :full].permute(1, 2, 0)  # [full, span, M]
+        torch.matmul(band, windows, out=out[: full * _BLOCK].view(full, _BLOCK, count))
+    if rest:
+        start, reach = full * _BLOCK * stride, stride * (rest - 1) + size
+        torch.mm(band[:rest, :reach], rows[:, start : start + reach].t(), out=out[full * _BLOCK :])
+    return out
 
 
 def _filter_valid_t(x: Tensor, kernel_1d: Tensor, stride: int = 1) -> Tensor:
     """Separable 'valid' correlation of ``[..., H, W]`` with a symmetric 1-D kernel, **transposed**.
 
     Returns ``[..., W', H']``: the filtered map (subsampled by ``stride`` in both
-    directions, i.e. ``filtered[..., ::stride, ::stride]``) with its axes swapped.
+    directions, i.e. ``filtered[..., ::stride, ::stride]``) with its axes swapped, as
+    a strided view (its last axis is contiguous; reduce it with ``sum((-2, -1))``).
     """
-    # Two row passes with one transposing copy between them: the second pass then
-    # also runs on contiguous rows. Callers combine maps elementwise and sum them,
-    # which does not care about orientation, as long as every map of one formula
-    # went through the same number of filters (each call flips the axes).
-    rows = _correlate_rows(x, kernel_1d, stride)
-    return _correlate_rows(rows.transpose(-1, -2).contiguous(), kernel_1d, stride)
+    # Callers combine maps elementwise and sum them, which does not care about
+    # orientation, as long as every map of one formula went through the same number
+    # of filters (each call flips the axes).
+    buffer, rows, valid = _rows_pass(x, kernel_1d, stride)
+    out = _cols_pass_t(buffer, kernel_1d, stride)  # [W', N·rows]
+    return out.view(out.shape[0], -1, rows)[:, :, :valid].permute(1, 0, 2).unflatten(0, x.shape[:-2])
 
 
 def _box_sum_valid_t(x: Tensor, size: int) -> Tensor:
@@ -328,8 +353,8 @@ def _vif_levels(refs: Tensor, dist: Tensor, sigma_nsq: float = 2.0, eps: float =
         g.mul_(keep)
         sv_sq = torch.addcmul(sigma2_sq, g, sigma12, value=-1.0).clamp_min_(eps)
         signal = sigma1_sq.masked_fill_(sigma1_sq < eps, 0.0)
-        num = num + torch.log10(1.0 + g * g * signal / (sv_sq + sigma_nsq)).flatten(2).sum(-1)
-        den = den + torch.log10(1.0 + signal / sigma_nsq).flatten(2).sum(-1)
+        num = num + torch.log10(1.0 + g * g * signal / (sv_sq + sigma_nsq)).sum((-2, -1))
+        den = den + torch.log10(1.0 + signal / sigma_nsq).sum((-2, -1))
     vif = num / den
     return torch.where(torch.isnan(vif), 1.0, vif)  # flat reference: CDDFuse returns 1
 
@@ -363,7 +388,7 @@ def _ssim_levels(refs: Tensor, dist: Tensor, data_range: float = 255.0, win_size
     numerator = (2 * ux * uy + c1).mul_(vxy.mul_(2).add_(c2))
     s = numerator.div_((ux * ux + uy * uy + c1).mul_(vx.add_(vy).add_(c2)))
     # skimage crops (win-1)/2 border pixels of its reflect-padded map: that is the valid map.
-    return s.flatten(2).mean(-1)
+    return s.mean((-2, -1))
 
 
 def _ms_ssim_levels(refs: Tensor, dist: Tensor, data_range: float = 255.0) -> Tensor:
@@ -382,13 +407,13 @@ def _ms_ssim_levels(refs: Tensor, dist: Tensor, data_range: float = 255.0) -> Te
         sigma12 = _filter_valid_t(x * y, win).sub_(mu1 * mu2)
         cs_map = (2 * sigma12 + c2).div_(sigma1_sq.add_(sigma2_sq).add_(c2))
         if level < len(_MS_SSIM_WEIGHTS) - 1:
-            terms.append(torch.relu(cs_map.flatten(2).mean(-1)))
+            terms.append(torch.relu(cs_map.mean((-2, -1))))
             padding = (x.shape[-2] % 2, x.shape[-1] % 2)
             x = F.avg_pool2d(x, 2, padding=padding)
             y = F.avg_pool2d(y, 2, padding=padding)
         else:
             ssim_map = (2 * mu1 * mu2 + c1) / (mu1 * mu1 + mu2 * mu2 + c1) * cs_map
-            terms.append(torch.relu(ssim_map.flatten(2).mean(-1)))
+            terms.append(torch.relu(ssim_map.mean((-2, -1))))
     stacked = torch.stack(terms, dim=0)  # [levels, B, S]
     return torch.prod(stacked ** weights.view(-1, 1, 1), dim=0)
 
