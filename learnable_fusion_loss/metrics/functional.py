@@ -158,60 +158,56 @@ def _band_matrix(kernel_1d: Tensor, block: int, stride: int) -> Tensor:
     return torch.where(inside, kernel_1d[offset.clamp(0, size - 1)], 0.0)
 
 
+def _correlate_dim0(matrix: Tensor, kernel_1d: Tensor, stride: int, alloc_rows: int | None = None) -> Tensor:
+    """'valid' correlation of ``[R, C]`` along its rows (every ``stride``-th output row).
+
+    ``matrix`` may be any strided 2-D view with one unit stride (e.g. a transpose).
+    Returns a new ``[alloc_rows, C]`` tensor (default: the ``(R − K) // stride + 1``
+    output rows); rows past the output are left uninitialised.
+    """
+    # float64 conv2d on CPU takes torch's slow reference path (no oneDNN for
+    # double). Instead every block of _BLOCK output rows is one GEMM of a small
+    # banded matrix with a copy-free strided view of the input rows it reads, all
+    # in a single bmm written straight into the output. BLAS takes a transposed
+    # input through its strides, so no pass ever copies its input.
+    size = kernel_1d.numel()
+    computed = (matrix.shape[0] - size) // stride + 1
+    span = stride * (_BLOCK - 1) + size
+    band = _band_matrix(kernel_1d, _BLOCK, stride)
+    out = matrix.new_empty(computed if alloc_rows is None else alloc_rows, matrix.shape[1])
+    full = computed // _BLOCK
+    rest = computed - full * _BLOCK
+    if full:
+        windows = matrix.unfold(0, span, stride * _BLOCK)[:full].transpose(1, 2)  # [full, span, C]
+        torch.matmul(band, windows, out=out[: full * _BLOCK].view(full, _BLOCK, matrix.shape[1]))
+    if rest:
+        start, reach = full * _BLOCK * stride, stride * (rest - 1) + size
+        torch.mm(band[:rest, :reach], matrix[start : start + reach], out=out[full * _BLOCK : computed])
+    return out
+
+
 def _rows_pass(x: Tensor, kernel_1d: Tensor, stride: int) -> tuple[Tensor, int, int]:
     """'valid' correlation of ``[..., H, W]`` along H, keeping every ``stride``-th output row.
 
     Returns ``(buffer, rows, valid)``: ``buffer`` is ``[N·rows, W]`` (N images of
     ``rows`` rows each, stacked) of which each image's first ``valid`` rows are the result.
     """
-    # float64 conv2d on CPU takes torch's slow reference path (no oneDNN for
-    # double). Instead all images are stacked into one tall [N·H, W] matrix, and
-    # every block of _BLOCK output rows is one GEMM of a small banded matrix with
-    # a strided, copy-free view of the input rows it reads, all in a single bmm
-    # written straight into the output. Blocks that straddle two images compute
-    # rows nobody reads (K − 1 per image), which costs less than a loop over images.
-    size = kernel_1d.numel()
+    # All images are stacked into one tall [N·H, W] matrix and filtered at once.
+    # Blocks that straddle two images compute rows nobody reads (K − 1 per image),
+    # which costs less than a loop over images.
     if x.shape[-2] % stride:  # keep every image's first row on the output grid
         x = F.pad(x, (0, 0, 0, stride - x.shape[-2] % stride))
     height, width = x.shape[-2:]
     stacked = x.reshape(-1, width)
-    computed = (stacked.shape[0] - size) // stride + 1
-    span = stride * (_BLOCK - 1) + size
-    band = _band_matrix(kernel_1d, _BLOCK, stride)
-    out = x.new_empty(stacked.shape[0] // stride, width)
-    full = computed // _BLOCK
-    rest = computed - full * _BLOCK
-    if full:
-        windows = stacked.unfold(0, span, stride * _BLOCK)[:full].transpose(1, 2)  # [full, span, W]
-        torch.matmul(band, windows, out=out[: full * _BLOCK].view(full, _BLOCK, width))
-    if rest:
-        start, reach = full * _BLOCK * stride, stride * (rest - 1) + size
-        torch.mm(band[:rest, :reach], stacked[start : start + reach], out=out[full * _BLOCK : computed])
-    return out, height // stride, (height - size) // stride + 1
+    buffer = _correlate_dim0(stacked, kernel_1d, stride, alloc_rows=stacked.shape[0] // stride)
+    return buffer, height // stride, (height - kernel_1d.numel()) // stride + 1
 
 
 def _cols_pass_t(rows: Tensor, kernel_1d: Tensor, stride: int) -> Tensor:
     """'valid' correlation of every row of ``[M, W]`` (stride ``stride``), returned as ``[W', M]``."""
-    # The same banded GEMMs, now with the input as a transposed operand: BLAS reads
-    # each [span, M] window through its strides, so no transposing copy is made, and
-    # the [W', M] result is already the transposed map.
-    size = kernel_1d.numel()
     if rows.shape[1] % stride:
         rows = F.pad(rows, (0, stride - rows.shape[1] % stride))
-    count, width = rows.shape
-    out_cols = (width - size) // stride + 1
-    span = stride * (_BLOCK - 1) + size
-    band = _band_matrix(kernel_1d, _BLOCK, stride)
-    out = rows.new_empty(out_cols, count)
-    full = out_cols // _BLOCK
-    rest = out_cols - full * _BLOCK
-    if full:
-        windows = rows.unfold(1, span, stride * _BLOCK)[:, :full].permute(1, 2, 0)  # [full, span, M]
-        torch.matmul(band, windows, out=out[: full * _BLOCK].view(full, _BLOCK, count))
-    if rest:
-        start, reach = full * _BLOCK * stride, stride * (rest - 1) + size
-        torch.mm(band[:rest, :reach], rows[:, start : start + reach].t(), out=out[full * _BLOCK :])
-    return out
+    return _correlate_dim0(rows.t(), kernel_1d, stride)
 
 
 def _filter_valid_t(x: Tensor, kernel_1d: Tensor, stride: int = 1) -> Tensor:
