@@ -50,6 +50,23 @@ class AdaptedModel(Protocol):
 LossFn = Callable[[Callable[..., Tensor]], Tensor]
 
 
+def bind_weights(
+    model: nn.Module,
+) -> tuple[dict[str, nn.Parameter], Callable[[dict[str, Tensor]], Callable[..., Tensor]]]:
+    """``model``'s trainable parameters by name, and ``bind``: ``bind(weights)`` is the
+    model called with ``weights`` in their place (``torch.func.functional_call``; frozen
+    parameters and buffers are the module's own)."""
+    named = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    frozen = {n: p for n, p in model.named_parameters() if not p.requires_grad}
+    buffers = dict(model.named_buffers())
+
+    def bind(weights: dict[str, Tensor]) -> Callable[..., Tensor]:
+        tensors = {**frozen, **buffers, **weights}
+        return lambda *args, **kwargs: functional_call(model, tensors, args, kwargs)
+
+    return named, bind
+
+
 class FreshAdamError(RuntimeError):
     """An Adam inner step was asked for with no optimiser state yet."""
 
@@ -140,14 +157,7 @@ class InnerStep:
     def _adapt_torch_func(
         self, model: nn.Module, loss_fn: LossFn, lr: float, optimizer: torch.optim.Optimizer | None
     ) -> AdaptedModel:
-        named = {n: p for n, p in model.named_parameters() if p.requires_grad}
-        frozen = {n: p for n, p in model.named_parameters() if not p.requires_grad}
-        buffers = dict(model.named_buffers())
-
-        def bind(weights: dict[str, Tensor]) -> Callable[..., Tensor]:
-            tensors = {**frozen, **buffers, **weights}
-            return lambda *args, **kwargs: functional_call(model, tensors, args, kwargs)
-
+        named, bind = bind_weights(model)
         loss = loss_fn(bind(named))
         # autograd.grad (not backward(create_graph=True)) keeps the graph out of
         # .grad and avoids the parameter ↔ gradient reference cycle that leaks.
@@ -243,4 +253,4 @@ def _state_for(
     return {"state": state, "param_groups": target_dict["param_groups"]}
 
 
-__all__ = ["InnerStep", "FreshAdamError", "BACKENDS", "AdaptedModel", "LossFn"]
+__all__ = ["InnerStep", "FreshAdamError", "BACKENDS", "AdaptedModel", "LossFn", "bind_weights"]
