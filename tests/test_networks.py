@@ -172,6 +172,52 @@ def test_banded_block_equals_unbanded_for_any_band():
     torch.testing.assert_close(expected, halves, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("bias", [False, True])
+def test_banded_block_forward_mode_equals_unbanded(bias):
+    """The banded JVP (primal and tangent streamed together) equals forward-mode AD of the
+    unbanded block, for a merged pair (two norm groups), one block and the fusion module."""
+    from dataclasses import fields, replace
+
+    from torch.autograd import forward_ad
+
+    from learnable_fusion_loss.models.refusion import AttentionFusionModule
+
+    generator = torch.Generator().manual_seed(5)
+    first, second = RestormerBlock(8, 2, bias=bias).double(), RestormerBlock(8, 2, bias=bias).double()
+    fusion_module = AttentionFusionModule(8, 2, bias=bias).double()
+    for seed, module in enumerate((first, second, fusion_module)):
+        randomize_(module, seed=seed, scale=0.3)
+    cases = {
+        "pair": merge_block_pair(first.fused(), second.fused()),
+        "block": first.fused(),
+        "fusion module": fusion_module.fused(),
+    }
+
+    def dual(part):  # every weight gets a random tangent
+        return replace(part, **{f.name: forward_ad.make_dual(
+            getattr(part, f.name).detach(),
+            torch.randn(getattr(part, f.name).shape, generator=generator, dtype=torch.float64))
+            for f in fields(part) if isinstance(getattr(part, f.name), torch.Tensor)})
+
+    for name, weights in cases.items():
+        channels = weights.attn.proj_weight.shape[0]
+        x = torch.randn(2, 13, 17, channels, generator=generator, dtype=torch.float64)
+        x_t = torch.randn(x.shape, generator=generator, dtype=torch.float64)
+        with torch.no_grad(), forward_ad.dual_level():
+            dual_weights = replace(weights, attn=dual(weights.attn), ffn=dual(weights.ffn))
+            results = {}
+            for band in (None, 1, 5, 13, 64):
+                out = restormer_block_nhwc(forward_ad.make_dual(x, x_t), dual_weights, band_rows=band)
+                primal, tangent = forward_ad.unpack_dual(out)
+                assert tangent is not None, (name, band)
+                results[band] = primal.clone(), tangent.clone()
+        expected = results.pop(None)
+        assert expected[1].abs().max() > 0
+        for band, (primal, tangent) in results.items():
+            torch.testing.assert_close(primal, expected[0], atol=1e-12, rtol=1e-12, msg=f"{name} {band}")
+            torch.testing.assert_close(tangent, expected[1], atol=1e-12, rtol=1e-12, msg=f"{name} {band}")
+
+
 def test_registry_and_parameter_counts():
     fusion = MODELS.build(dict(type="ReFusionNet"))
     lpn = MODELS.build(dict(type="TDFusionLPN", heads=[8, 8, 8]))
