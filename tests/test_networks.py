@@ -218,6 +218,69 @@ def test_banded_block_forward_mode_equals_unbanded(bias):
             torch.testing.assert_close(tangent, expected[1], atol=1e-12, rtol=1e-12, msg=f"{name} {band}")
 
 
+def _with_and_without_onednn(monkeypatch, fn):
+    """``fn(expect_onednn)`` with the 1×1 convolutions on oneDNN, then on ``F.linear``/``addmm``."""
+    from learnable_fusion_loss.models import layers
+
+    if not layers._ONEDNN_LINEAR:
+        pytest.skip("this torch build has no oneDNN linear (torch.ops.mkldnn._linear_pointwise)")
+    onednn = fn(True)
+    monkeypatch.setattr(layers, "_ONEDNN_LINEAR", False)
+    native = fn(False)
+    monkeypatch.setattr(layers, "_ONEDNN_LINEAR", True)
+    return onednn, native
+
+
+def test_onednn_linear_equals_native_to_second_order(monkeypatch):
+    """float32 CPU 1×1 convolutions run on oneDNN (an autograd.Function); values, gradients
+    and second-order terms equal F.linear/addmm's, and forward-mode tangents take the
+    native path."""
+    from torch.autograd import forward_ad
+
+    from learnable_fusion_loss.models.layers import linear
+
+    generator = torch.Generator().manual_seed(0)
+    x, residual = torch.randn(2, 5, 7, 8, generator=generator), torch.randn(2, 5, 7, 12, generator=generator)
+    weight, bias = torch.randn(12, 8, generator=generator), torch.randn(12, generator=generator)
+    probe = torch.randn(2, 5, 7, 8, generator=generator)
+
+    def run(expect_onednn: bool) -> list[torch.Tensor]:
+        leaves = [t.clone().requires_grad_() for t in (x, weight, bias, residual)]
+        y = linear(*leaves)
+        assert ("OneDNN" in type(y.grad_fn).__name__) == expect_onednn
+        grads = torch.autograd.grad(y.square().sum(), leaves, create_graph=True)
+        second = torch.autograd.grad((grads[0] * probe).sum(), leaves[:2])  # through the backward
+        with torch.no_grad(), forward_ad.dual_level():
+            tangent = forward_ad.unpack_dual(linear(forward_ad.make_dual(x, probe), weight)).tangent
+        return [y.detach(), *[g.detach() for g in grads], *second, tangent]
+
+    onednn, native = _with_and_without_onednn(monkeypatch, run)
+    torch.testing.assert_close(onednn[-1], probe @ weight.t())
+    for got, expected in zip(onednn, native, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_onednn_path_keeps_the_meta_hypergradient(monkeypatch):
+    """The float32 meta step (unrolled and forward mode) gives the same hypergradient with
+    F's and G's 1×1 convolutions on oneDNN as on F.linear/addmm."""
+
+    def hypergradients(_: bool) -> dict[str, torch.Tensor]:
+        out = {}
+        for mode in ("unrolled", "forward"):
+            torch.manual_seed(3)
+            config = dict(dim=8, num_blocks=1, heads=4)
+            grads = _meta_hypergradient(ReFusionNet(**config), TDFusionLPN(**config), mode=mode,
+                                        dtype=torch.float32)
+            out[mode] = torch.cat([g.flatten() for g in grads.values()])
+        return out
+
+    onednn, native = _with_and_without_onednn(monkeypatch, hypergradients)
+    for mode in onednn:
+        scale = native[mode].abs().max()
+        assert scale > 0
+        assert (onednn[mode] - native[mode]).abs().max() <= 1e-4 * scale, mode
+
+
 def test_registry_and_parameter_counts():
     fusion = MODELS.build(dict(type="ReFusionNet"))
     lpn = MODELS.build(dict(type="TDFusionLPN", heads=[8, 8, 8]))
@@ -236,15 +299,16 @@ def test_bad_inputs_are_refused():
         TDFusionLPN(dim=10, heads=4)
 
 
-def _meta_hypergradient(fusion_net, generator, seed: int = 0, mode: str = "unrolled") -> dict[str, torch.Tensor]:
-    """∂L_t/∂φ of one meta step with these F and G (float64, a small smooth task)."""
+def _meta_hypergradient(fusion_net, generator, seed: int = 0, mode: str = "unrolled",
+                        dtype: torch.dtype = torch.float64) -> dict[str, torch.Tensor]:
+    """∂L_t/∂φ of one meta step with these F and G (a small smooth task in ``dtype``)."""
     from torch import nn
 
     from learnable_fusion_loss import FusionBatch, LearnableFusionLoss, MetaLossLearner
     from learnable_fusion_loss.tasks import ModuleTask
 
     torch.manual_seed(seed)
-    task_net = nn.Conv2d(1, 2, 3, padding=1).double()
+    task_net = nn.Conv2d(1, 2, 3, padding=1).to(dtype)
     task = ModuleTask(task_net, nn.functional.mse_loss, torch.optim.SGD(task_net.parameters(), lr=0.1))
     learner = MetaLossLearner(
         fusion_net, LearnableFusionLoss(generator), task,
@@ -253,8 +317,8 @@ def _meta_hypergradient(fusion_net, generator, seed: int = 0, mode: str = "unrol
     g = torch.Generator().manual_seed(seed + 1)
 
     def batch() -> FusionBatch:
-        a, b = torch.rand(2, 2, 1, 12, 16, generator=g, dtype=torch.float64).unbind(0)
-        return FusionBatch(a=a, b=b, target=torch.randn(2, 2, 12, 16, generator=g, dtype=torch.float64))
+        a, b = torch.rand(2, 2, 1, 12, 16, generator=g, dtype=dtype).unbind(0)
+        return FusionBatch(a=a, b=b, target=torch.randn(2, 2, 12, 16, generator=g, dtype=dtype))
 
     grads = learner.hypergradient(batch(), batch()).grads
     return {name: grad for (name, _), grad in zip(generator.named_parameters(), grads, strict=True)}

@@ -8,8 +8,8 @@ network, and each block runs as a handful of fused kernels:
 * layer norm: ``F.layer_norm`` over the trailing channel axis, without affine;
   its scale/shift are folded into the 1×1 convolution that follows
   (``W·(γ⊙x̂ + β) = (W·diag γ)·x̂ + W·β``);
-* 1×1 convolutions: one GEMM over the pixels (``F.linear`` / ``addmm``), the
-  residual addition fused into it;
+* 1×1 convolutions: one GEMM over the pixels (:func:`linear`: oneDNN on float32
+  CPU, else ``F.linear`` / ``addmm``), the residual addition fused into it;
 * depthwise 3×3 convolutions: ``F.conv2d`` on the channels-last view (no copy);
 * transposed ("channel") attention: the ``[D, D]`` Gram matrix ``qᵀk`` over the
   pixels with one GEMM on strided views of the qkv tensor, q/k normalisation
@@ -52,6 +52,7 @@ __all__ = [
     "conv3x3",
     "depthwise_conv3x3_nhwc",
     "gated_ffn_residual",
+    "linear",
     "merge_block_pair",
     "nchw_view",
     "nhwc",
@@ -142,9 +143,87 @@ def depthwise_conv3x3_nhwc(x: Tensor, weight: Tensor, bias: Tensor | None) -> Te
     return y.permute(0, 2, 3, 1)
 
 
-def _pointwise(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """1×1 convolution of ``[B, H, W, C_in]`` with a ``[C_out, C_in]`` matrix."""
-    return F.linear(x, weight, bias)
+#: oneDNN's fp32 matmul (the primitive PyTorch's own compiled CPU code calls). Why:
+#: ``F.linear``/``addmm`` run on MKL, which takes its AVX2 kernels on AMD CPUs, while
+#: oneDNN uses AVX-512 there: 2–3× faster for the 1×1 convolutions and their input
+#: gradients here, on the EPYC machines this was developed on. (For the weight
+#: gradient, a reduction over the pixels, MKL is faster and keeps it.) A private op,
+#: so it is probed, not assumed.
+_ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def _onednn_eligible(x: Tensor) -> bool:
+    return _ONEDNN_LINEAR and x.dtype == torch.float32 and x.device.type == "cpu"
+
+
+def _linear_native(x: Tensor, weight: Tensor, bias: Tensor | None, residual: Tensor | None) -> Tensor:
+    if residual is None:
+        return F.linear(x, weight, bias)
+    out = torch.addmm(residual.reshape(-1, residual.shape[-1]), x.reshape(-1, x.shape[-1]), weight.t())
+    if bias is not None:
+        out = out + bias
+    return out.view(residual.shape)
+
+
+def linear_nograd(x: Tensor, weight: Tensor, bias: Tensor | None = None,
+                  residual: Tensor | None = None) -> Tensor:
+    """:func:`linear` for code that autograd never sees (no graph, no tangents).
+
+    The banded paths of :func:`restormer_block_nhwc` call it directly.
+    """
+    if _onednn_eligible(x):
+        if residual is None:
+            return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+        return torch.ops.mkldnn._linear_pointwise.binary(x, residual, weight, bias, "add")
+    return _linear_native(x, weight, bias, residual)
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    """``residual + x·Wᵀ + b`` by oneDNN, differentiable to any order (its backward calls
+    :func:`linear` again, so ``create_graph`` records oneDNN products too)."""
+
+    @staticmethod
+    def forward(x: Tensor, weight: Tensor, bias: Tensor | None,  # type: ignore[override]
+                residual: Tensor | None) -> Tensor:
+        return linear_nograd(x, weight, bias, residual)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
+        x, weight, _, _ = inputs
+        ctx.save_for_backward(x, weight)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        grad_x = grad_w = grad_b = grad_r = None
+        if ctx.needs_input_grad[0]:
+            grad_x = linear(grad, weight.t())
+        flat = grad.reshape(-1, grad.shape[-1])
+        if ctx.needs_input_grad[1]:
+            grad_w = flat.t() @ x.reshape(-1, x.shape[-1])
+        if ctx.needs_input_grad[2]:
+            grad_b = flat.sum(0)
+        if ctx.needs_input_grad[3]:
+            grad_r = grad
+        return grad_x, grad_w, grad_b, grad_r
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None,
+           residual: Tensor | None = None) -> Tensor:
+    """``residual + x·weightᵀ + bias`` over the last axis: a 1×1 convolution of
+    ``[..., C_in]`` with a ``[C_out, C_in]`` matrix, the residual addition fused.
+
+    float32 on CPU runs oneDNN's matmul (``_ONEDNN_LINEAR``), through
+    :class:`_OneDNNLinear` when autograd records; with forward-mode tangents, in
+    float64 or on other devices it is ``F.linear``/``addmm``. Same values up to
+    float rounding, and the same derivatives.
+    """
+    tensors = [t for t in (x, weight, bias, residual) if t is not None]
+    if not _onednn_eligible(x) or any(forward_ad.unpack_dual(t).tangent is not None for t in tensors):
+        return _linear_native(x, weight, bias, residual)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return _OneDNNLinear.apply(x, weight, bias, residual)
+    return linear_nograd(x, weight, bias, residual)
 
 
 def _head_mask(channels: int, heads: int, device: torch.device) -> Tensor:
@@ -288,7 +367,7 @@ def attention_residual(x: Tensor, normed: Tensor, w: AttentionWeights) -> Tensor
     """
     batch, height, width, channels = x.shape
     pixels = height * width
-    qkv = _pointwise(normed, w.qkv_weight, w.qkv_bias)
+    qkv = linear(normed, w.qkv_weight, w.qkv_bias)
     qkv = depthwise_conv3x3_nhwc(qkv, w.dw_weight, w.dw_bias)
     qkv = qkv.reshape(batch, pixels, 3 * channels)
     q, k, v = qkv.split(channels, dim=-1)  # strided views, no copies
@@ -308,7 +387,7 @@ def attention_residual(x: Tensor, normed: Tensor, w: AttentionWeights) -> Tensor
 def gated_ffn_residual(x: Tensor, normed: Tensor, w: FeedForwardWeights) -> Tensor:
     """``x + W_out·(gelu(g) ⊙ u)``, ``g, u = dwconv3×3(W_in·normed)``, on ``[B, H, W, D]``."""
     shape = x.shape
-    hidden = _pointwise(normed, w.in_weight, w.in_bias)
+    hidden = linear(normed, w.in_weight, w.in_bias)
     hidden = depthwise_conv3x3_nhwc(hidden, w.dw_weight, w.dw_bias)
     gate, value = hidden.chunk(2, dim=-1)
     if torch.is_grad_enabled() and (gate.requires_grad or value.requires_grad):
@@ -316,11 +395,7 @@ def gated_ffn_residual(x: Tensor, normed: Tensor, w: FeedForwardWeights) -> Tens
     else:  # inference: reuse the gate's memory
         hidden = F.gelu(gate).mul_(value)
     flat = hidden.reshape(-1, hidden.shape[-1])
-    if w.out_bias is not None:
-        out = torch.addmm(w.out_bias, flat, w.out_weight.t())
-        out = out.view(shape) + x
-        return out
-    return torch.addmm(x.reshape(-1, shape[-1]), flat, w.out_weight.t()).view(shape)
+    return linear(flat, w.out_weight, w.out_bias, residual=x.reshape(-1, shape[-1])).view(shape)
 
 
 #: Rows per band of the no-grad path: a band's intermediates (≈ 18 rows × 640 px ×
@@ -373,7 +448,7 @@ def _restormer_block_banded(x: Tensor, w: BlockWeights, band_rows: int) -> Tenso
             stop = min(start + band_rows, height)
             lo, hi = _band(height, start, stop, 1)
             y = _layer_norm_groups(image[lo:hi].unsqueeze(0), w.norm_groups)
-            qkv = _pointwise(y, a.qkv_weight, a.qkv_bias)
+            qkv = linear_nograd(y, a.qkv_weight, a.qkv_bias)
             qkv = depthwise_conv3x3_nhwc(qkv, a.dw_weight, a.dw_bias)
             qkv = qkv[0, start - lo: stop - lo].reshape(-1, 3 * channels)
             q, k, v = qkv.split(channels, dim=-1)
@@ -389,23 +464,18 @@ def _restormer_block_banded(x: Tensor, w: BlockWeights, band_rows: int) -> Tenso
             stop = min(start + band_rows, height)
             lo, hi = _band(height, start, stop, 1)
             rows = hi - lo
-            x1 = torch.addmm(
-                image[lo:hi].reshape(-1, channels), value[lo:hi].reshape(-1, channels), mix_t
-            )
-            if a.proj_bias is not None:
-                x1 += a.proj_bias
+            x1 = linear_nograd(value[lo:hi].reshape(-1, channels), mix_t.t(), a.proj_bias,
+                               residual=image[lo:hi].reshape(-1, channels))
             x1 = x1.view(1, rows, width, channels)
             y = _layer_norm_groups(x1, w.norm_groups)
-            hidden = _pointwise(y, f.in_weight, f.in_bias)
+            hidden = linear_nograd(y, f.in_weight, f.in_bias)
             hidden = depthwise_conv3x3_nhwc(hidden, f.dw_weight, f.dw_bias)
             hidden = hidden[0, start - lo: stop - lo]
             gate, gated = hidden.chunk(2, dim=-1)  # strided views; work in place
             gate = torch.ops.aten.gelu_(gate).mul_(gated).reshape(-1, gate.shape[-1])
             residual = x1[0, start - lo: stop - lo].reshape(-1, channels)
-            if f.out_bias is not None:
-                residual = residual + f.out_bias
             band_out = target[start:stop].view(-1, channels)
-            torch.addmm(residual, gate, f.out_weight.t(), out=band_out)
+            band_out.copy_(linear_nograd(gate, f.out_weight, f.out_bias, residual=residual))
     return out
 
 
@@ -481,7 +551,7 @@ def _restormer_block_banded_jvp(x: Tensor, w: BlockWeights, band_rows: int) -> T
             stop = min(start + band_rows, height)
             lo, hi = _band(height, start, stop, 1)
             y, y_t = _layer_norm_groups_jvp(image[lo:hi].unsqueeze(0), image_t[lo:hi].unsqueeze(0), groups)
-            qkv, qkv_t = _bilinear_jvp(_pointwise, y, y_t, *qkv_w, *attn["qkv_bias"])
+            qkv, qkv_t = _bilinear_jvp(linear_nograd, y, y_t, *qkv_w, *attn["qkv_bias"])
             qkv, qkv_t = _bilinear_jvp(depthwise_conv3x3_nhwc, qkv, qkv_t, *dw_w, *attn["dw_bias"])
             qkv = qkv[0, start - lo: stop - lo].reshape(-1, 3 * channels)
             qkv_t = qkv_t[0, start - lo: stop - lo].reshape(-1, 3 * channels)
@@ -507,17 +577,13 @@ def _restormer_block_banded_jvp(x: Tensor, w: BlockWeights, band_rows: int) -> T
             lo, hi = _band(height, start, stop, 1)
             rows = hi - lo
             v, v_t = value[lo:hi].reshape(-1, channels), value_t[lo:hi].reshape(-1, channels)
-            x1 = torch.addmm(image[lo:hi].reshape(-1, channels), v, mix_t)
-            x1_t = torch.addmm(image_t[lo:hi].reshape(-1, channels), v_t, mix_t)
+            x1 = linear_nograd(v, mix_t.t(), proj_b[0], residual=image[lo:hi].reshape(-1, channels))
+            x1_t = linear_nograd(v_t, mix_t.t(), proj_b[1], residual=image_t[lo:hi].reshape(-1, channels))
             if mix_t_tangent is not None:
-                x1_t.addmm_(v, mix_t_tangent)
-            if proj_b[0] is not None:
-                x1 += proj_b[0]
-            if proj_b[1] is not None:
-                x1_t += proj_b[1]
+                x1_t = linear_nograd(v, mix_t_tangent.t(), residual=x1_t)
             x1, x1_t = x1.view(1, rows, width, channels), x1_t.view(1, rows, width, channels)
             y, y_t = _layer_norm_groups_jvp(x1, x1_t, groups)
-            hidden, hidden_t = _bilinear_jvp(_pointwise, y, y_t, *in_w, *ffn["in_bias"])
+            hidden, hidden_t = _bilinear_jvp(linear_nograd, y, y_t, *in_w, *ffn["in_bias"])
             hidden, hidden_t = _bilinear_jvp(
                 depthwise_conv3x3_nhwc, hidden, hidden_t, *f_dw_w, *ffn["dw_bias"])
             gate, gated = hidden[0, start - lo: stop - lo].chunk(2, dim=-1)
@@ -530,15 +596,12 @@ def _restormer_block_banded_jvp(x: Tensor, w: BlockWeights, band_rows: int) -> T
             hidden_t = hidden_t.reshape(-1, gate.shape[-1])
             residual = x1[0, start - lo: stop - lo].reshape(-1, channels)
             residual_t = x1_t[0, start - lo: stop - lo].reshape(-1, channels)
-            if out_b[0] is not None:
-                residual = residual + out_b[0]
-            if out_b[1] is not None:
-                residual_t = residual_t + out_b[1]
-            torch.addmm(residual, hidden, out_w[0].t(), out=target[start:stop].view(-1, channels))
-            band_t = target_t[start:stop].view(-1, channels)
-            torch.addmm(residual_t, hidden_t, out_w[0].t(), out=band_t)
+            band = linear_nograd(hidden, out_w[0], out_b[0], residual=residual)
+            target[start:stop].view(-1, channels).copy_(band)
+            band_t = linear_nograd(hidden_t, out_w[0], out_b[1], residual=residual_t)
             if out_w[1] is not None:
-                band_t.addmm_(hidden, out_w[1].t())
+                band_t = linear_nograd(hidden, out_w[1], residual=band_t)
+            target_t[start:stop].view(-1, channels).copy_(band_t)
     return forward_ad.make_dual(out, out_t)
 
 
