@@ -159,6 +159,30 @@ def test_batch_equals_one_at_a_time_and_is_symmetric_in_sources() -> None:
         torch.testing.assert_close(batched[name], swapped[name], rtol=1e-10, atol=1e-12)
 
 
+def test_integer_moment_metrics_equal_the_two_pass_sums() -> None:
+    """SD, SCD, PSNR and CC on integer levels come from exact integer moments; they equal
+    the plain two-pass float64 sums over the pixels, NaN (a constant map) included."""
+    from learnable_fusion_loss.metrics import functional as M
+
+    a, b = _smooth_pair(batch=3)
+    fused = torch.maximum(a, b)
+    fused[1] = a[1]  # F == A: SCD's F − A is constant (NaN)
+    fused[2] = 0.5  # a constant fused image: CC and SD degenerate
+    got = fusion_metrics(fused, a, b, metrics=["SD", "SCD", "PSNR", "CC"])
+    lf, la, lb = (M._levels_of(x, "x", True) for x in (fused, a, b))
+    expected = {
+        "SD": M._sd_levels(lf),
+        "SCD": M._scd_levels(lf, la, lb),
+        "PSNR": M._psnr_levels(lf, la, lb),
+        "CC": M._pearson(torch.cat([la, lb], dim=1), lf).mean(-1),
+    }
+    assert torch.isnan(got["SCD"][1]) and torch.isnan(got["CC"][2]) and got["SD"][2] == 0
+    for name, value in expected.items():
+        torch.testing.assert_close(got[name], value, rtol=1e-12, atol=1e-12, equal_nan=True, msg=name)
+    alone = fusion_metrics(fused, a, b, metrics=["SD"])["SD"]  # fused-only: one channel
+    torch.testing.assert_close(alone, expected["SD"], rtol=1e-12, atol=1e-12)
+
+
 def test_quantization_matches_saved_uint8_and_rgb_uses_luma() -> None:
     a, b = _smooth_pair(batch=1)
     fused = (a + b) / 2  # not on the 8-bit grid

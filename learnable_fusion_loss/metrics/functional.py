@@ -47,6 +47,8 @@ population standard deviation; AG uses one-sided differences at the border
 (``np.gradient``); SSIM is scikit-image's default (7×7 uniform window, sample
 covariance, data range 255); PSNR (CDDFuse) takes ``max(F)`` as the peak; VIF
 returns 1 where the reference has no variance anywhere (CDDFuse; sewar gives NaN).
+On 8-bit levels :func:`fusion_metrics` takes CC, SCD, SD and PSNR from exact integer
+pixel moments, shared by the four (see ``_IntegerMoments``).
 
 Colour fused images are compared through their BT.601 luma ``0.299 R + 0.587 G +
 0.114 B`` rounded to grey levels (the evaluators read files with OpenCV's
@@ -514,12 +516,62 @@ def _nabf_levels(fused: Tensor, a: Tensor, b: Tensor) -> Tensor:
 
 def _psnr_levels(fused: Tensor, a: Tensor, b: Tensor) -> Tensor:
     mse = ((a - fused).pow(2).flatten(1).mean(-1) + (b - fused).pow(2).flatten(1).mean(-1)) / 2
-    peak = fused.flatten(1).amax(-1)
-    return 10 * torch.log10(peak * peak / mse)
+    return _psnr_from_mse(mse, fused)
 
 
 def _scd_levels(fused: Tensor, a: Tensor, b: Tensor) -> Tensor:
     return _pearson(a, fused - b).flatten(1).sum(-1) + _pearson(b, fused - a).flatten(1).sum(-1)
+
+
+#: Largest image (pixels) for which :class:`_IntegerMoments` is exact in int64:
+#: ``n · Σxy ≤ n² · 255² < 2^63``.
+_EXACT_MOMENT_PIXELS = 11_000_000
+
+
+class _IntegerMoments:
+    """Exact pixel sums and products of integer grey-level maps ``[B, C, H, W]``, per image.
+
+    Why: CC, SCD, SD and PSNR are all functions of ``Σx_i`` and ``Σx_i·x_j`` over the
+    pixels. For integer levels in ``[0, 255]`` every partial sum of those is an integer
+    below 2^53, so one float64 ``bmm`` (a ``C × C`` Gram matrix) gives them exactly in
+    any summation order, and the centred moments ``n·Σxy − Σx·Σy`` follow exactly in
+    int64. Each metric is then a few integers with one rounding each, instead of
+    two-pass float64 sums over every pixel, and the four metrics share one pass.
+    """
+
+    def __init__(self, maps: Tensor) -> None:
+        flat = maps.flatten(2)  # [B, C, n]
+        self.count = flat.shape[-1]
+        self.sums = flat.sum(-1).to(torch.int64)  # [B, C]
+        self.gram = torch.bmm(flat, flat.transpose(1, 2)).to(torch.int64)  # [B, C, C]
+        self.centred = self.count * self.gram - self.sums.unsqueeze(2) * self.sums.unsqueeze(1)
+
+    @staticmethod
+    def applies(levels: Tensor, integer_levels: bool) -> bool:
+        return integer_levels and levels.shape[-2] * levels.shape[-1] <= _EXACT_MOMENT_PIXELS
+
+    def _form(self, matrix: Tensor, u: dict[int, int], v: dict[int, int]) -> Tensor:
+        """``uᵀ M v`` for integer coefficient vectors given as ``{channel: coefficient}``."""
+        return sum(cu * cv * matrix[:, i, j] for i, cu in u.items() for j, cv in v.items())
+
+    def pearson(self, u: dict[int, int], v: dict[int, int]) -> Tensor:
+        """Correlation of the maps ``Σ u_i x_i`` and ``Σ v_j x_j`` (NaN if one is constant)."""
+        cov = self._form(self.centred, u, v).double()
+        scale = self._form(self.centred, u, u).double().sqrt() * self._form(self.centred, v, v).double().sqrt()
+        return cov / scale
+
+    def std(self, channel: int) -> Tensor:
+        """Population standard deviation of one map: ``sqrt(n Σx² − (Σx)²) / n``."""
+        return self.centred[:, channel, channel].double().sqrt() / self.count
+
+    def mean_square(self, u: dict[int, int]) -> Tensor:
+        """``mean((Σ u_i x_i)²)`` over the pixels."""
+        return self._form(self.gram, u, u).double() / self.count
+
+
+def _psnr_from_mse(mse: Tensor, fused: Tensor) -> Tensor:
+    peak = fused.flatten(1).amax(-1)
+    return 10 * torch.log10(peak * peak / mse)
 
 
 # ----------------------------------------------------------------------------- public, one image
@@ -675,20 +727,29 @@ def fusion_metrics(
         la, lb = _levels_of(a, "a", quantize), _levels_of(b, "b", quantize)
         check_same_shape(fused=lf, a=la, b=lb)
         sources = torch.cat([la, lb], dim=1)  # [B, 2, H, W]
+    moment_metrics = {"SD", "SCD", "PSNR", "CC"} & set(names)
+    moments = None
+    if moment_metrics and _IntegerMoments.applies(lf, quantize):
+        # channels 0 = a, 1 = b, 2 = fused (only the fused map for SD alone)
+        moments = _IntegerMoments(lf if sources is None else torch.cat([sources, lf], dim=1))
+    f = 0 if sources is None else 2
     compute = {
         "EN": lambda: _entropy_levels(lf),
-        "SD": lambda: _sd_levels(lf),
+        "SD": lambda: _sd_levels(lf) if moments is None else moments.std(f),
         "SF": lambda: _sf_levels(lf),
         "AG": lambda: _ag_levels(lf),
         "MI": lambda: _reduce(torch.stack([_mi_levels(la, lf), _mi_levels(lb, lf)], -1), convention),
-        "SCD": lambda: _scd_levels(lf, la, lb),
+        "SCD": lambda: _scd_levels(lf, la, lb) if moments is None else (
+            moments.pearson({0: 1}, {2: 1, 1: -1}) + moments.pearson({1: 1}, {2: 1, 0: -1})),
         "VIF": lambda: _reduce(_vif_levels(sources, lf), convention),
         "Qabf": lambda: _qabf_levels(lf, la, lb),
         "Nabf": lambda: _nabf_levels(lf, la, lb),
         "SSIM": lambda: _reduce(_ssim_levels(sources, lf, integer_levels=quantize), convention),
         "MS_SSIM": lambda: _reduce(_ms_ssim_levels(sources, lf), convention),
-        "PSNR": lambda: _psnr_levels(lf, la, lb),
-        "CC": lambda: _pearson(sources, lf).mean(-1),
+        "PSNR": lambda: _psnr_levels(lf, la, lb) if moments is None else _psnr_from_mse(
+            (moments.mean_square({0: 1, 2: -1}) + moments.mean_square({1: 1, 2: -1})) / 2, lf),
+        "CC": lambda: _pearson(sources, lf).mean(-1) if moments is None else (
+            moments.pearson({0: 1}, {2: 1}) + moments.pearson({1: 1}, {2: 1})) / 2,
     }
     return {name: compute[name]() for name in names}
 
