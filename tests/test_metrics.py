@@ -293,3 +293,14 @@ def test_fusion_metric_reports_missing_fields() -> None:
     metric.process({}, [{"fused": image, "a": image, "b": image}])  # ("a", "b") is found
     with pytest.raises(ValueError, match="unknown metric"):
         FusionMetric(metrics=["EN", "nope"])
+
+
+@pytest.mark.parametrize("shape", [(2, 2, 480, 640), (1, 1, 60, 40), (1, 1, 31, 20), (1, 2, 30, 21)])
+def test_ms_ssim_pooling_equals_avg_pool2d(shape) -> None:
+    """MS-SSIM's 2×2 pooling: four strided adds on even sides, avg_pool2d with odd-side
+    zero padding otherwise; bit-identical to pytorch_msssim's avg_pool2d either way."""
+    from learnable_fusion_loss.metrics.functional import _average_pool2
+
+    x = torch.rand(*shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 255
+    expected = torch.nn.functional.avg_pool2d(x, 2, padding=(shape[-2] % 2, shape[-1] % 2))
+    assert torch.equal(_average_pool2(x), expected)

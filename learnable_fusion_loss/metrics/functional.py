@@ -406,6 +406,16 @@ def _ssim_levels(refs: Tensor, dist: Tensor, data_range: float = 255.0, win_size
     return s.mean((-2, -1))
 
 
+def _average_pool2(x: Tensor) -> Tensor:
+    """pytorch_msssim's 2×2 average pooling (zero padding of odd sides, counted in the mean)."""
+    if x.shape[-2] % 2 or x.shape[-1] % 2:
+        return F.avg_pool2d(x, 2, padding=(x.shape[-2] % 2, x.shape[-1] % 2))
+    # Even sides: four strided adds, the same sums in the same order as avg_pool2d
+    # (bit-identical) at half its time for float64 on CPU.
+    total = (x[..., 0::2, 0::2] + x[..., 0::2, 1::2]).add_(x[..., 1::2, 0::2])
+    return total.add_(x[..., 1::2, 1::2]).mul_(0.25)
+
+
 def _ms_ssim_levels(refs: Tensor, dist: Tensor, data_range: float = 255.0) -> Tensor:
     """pytorch_msssim's ``ms_ssim`` per reference channel: [B, S]."""
     c1 = (0.01 * data_range) ** 2
@@ -423,9 +433,7 @@ def _ms_ssim_levels(refs: Tensor, dist: Tensor, data_range: float = 255.0) -> Te
         cs_map = sigma12.mul_(2).add_(c2).div_(sigma1_sq.add_(sigma2_sq).add_(c2))
         if level < len(_MS_SSIM_WEIGHTS) - 1:
             terms.append(torch.relu(cs_map.mean((-2, -1))))
-            padding = (x.shape[-2] % 2, x.shape[-1] % 2)
-            x = F.avg_pool2d(x, 2, padding=padding)
-            y = F.avg_pool2d(y, 2, padding=padding)
+            x, y = _average_pool2(x), _average_pool2(y)
         else:
             ssim_map = (2 * mu1 * mu2 + c1) / (mu1 * mu1 + mu2 * mu2 + c1) * cs_map
             terms.append(torch.relu(ssim_map.mean((-2, -1))))
