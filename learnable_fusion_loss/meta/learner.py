@@ -87,10 +87,10 @@ class MetaLossLearner:
         hypergradient: ``"unrolled"`` (default) differentiates through the inner step
             with ``inner_backend``; ``"forward"`` computes the same hypergradient
             without a second-order graph of F (see :meth:`hypergradient`): about half
-            the peak memory of a meta step, for ~10–20 % more time on CPU (its JVP of F
-            costs about a forward plus a backward). Needs an F whose operations
-            support forward-mode AD and that is deterministic (no dropout), since F
-            runs twice on the meta-train pair.
+            the peak memory of a meta step, in about the same time on CPU (its JVP of
+            F costs about three no-grad forwards; ReFusion's blocks stream it in bands).
+            Needs an F whose operations support forward-mode AD and that is
+            deterministic (no dropout), since F runs twice on the meta-train pair.
     """
 
     def __init__(
