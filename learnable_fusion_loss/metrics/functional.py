@@ -474,12 +474,12 @@ def _qabf_levels(fused: Tensor, a: Tensor, b: Tensor) -> Tensor:
     g2 = sx * sx + sy * sy  # exact integers
     vertical = sx == 0
     alpha = torch.atan(sy.div_(sx.masked_fill(vertical, 1.0))).masked_fill_(vertical, math.pi / 2)
-    g = g2.sqrt()
     g2_src, g2_f = g2[:, :2], g2[:, 2:]
-    g_src, g_f = g[:, :2], g[:, 2:]
-    # Relative strength: min/max, except where equal the evaluators take gF itself.
-    ratio = torch.where(g2_src > g2_f, g_f / g_src.clamp_min(1e-30), g_src / g_f.clamp_min(1e-30))
-    ratio = torch.where(g2_src == g2_f, g_f, ratio)
+    g_src = g2_src.sqrt()
+    # Relative strength min(g)/max(g) as sqrt(min(g²)/max(g²)) (one root, no second
+    # quotient), except where equal the evaluators take gF itself.
+    ratio = torch.minimum(g2_src, g2_f).div_(torch.maximum(g2_src, g2_f).clamp_min_(1e-30)).sqrt_()
+    ratio = torch.where(g2_src == g2_f, g2_f.sqrt(), ratio)
     orientation = (alpha[:, :2] - alpha[:, 2:]).abs_().mul_(-2 / math.pi).add_(1.0)
     q_g = ratio.sub_(dg).mul_(kg).exp_().add_(1.0).reciprocal_().mul_(tg)
     q_a = orientation.sub_(da).mul_(ka).exp_().add_(1.0).reciprocal_().mul_(ta)
