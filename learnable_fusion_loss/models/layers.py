@@ -522,13 +522,13 @@ def _bilinear_jvp(
 def _restormer_block_banded_jvp(x: Tensor, w: BlockWeights, band_rows: int) -> Tensor:
     """:func:`_restormer_block_banded` for dual inputs: primal and tangent in one stream.
 
-    Forward-mode AD of the unbanded block runs every op on full-size tensors and
-    evaluates each linear layer's tangent as two GEMMs plus an add pass; this is
-    the meta step's JVP of F (``MetaLossLearner(hypergradient="forward")``). Here
-    each band's primal and tangent are computed together while they are in cache,
-    and the ``[D, D]`` attention algebra (norms, softmax, projection) is left to
-    forward-mode AD on the small dual tensors. Returns a dual tensor; equals the unbanded block's forward-mode
-    AD up to float rounding.
+    This is the meta step's JVP of F (``MetaLossLearner(hypergradient="forward")``).
+    Forward-mode AD of the unbanded block runs every op on full-size tensors; here
+    each band's primal and tangent are computed together while they are in cache
+    (a linear layer's tangent ``x_t·Wᵀ + x·W_tᵀ`` costs two products), and the
+    ``[D, D]`` attention algebra (norms, softmax, projection) is left to forward-mode
+    AD on the small dual tensors. Returns a dual tensor; equals the unbanded block's
+    forward-mode AD up to float rounding.
     """
     x, x_t = _unpack(x)
     assert x is not None
