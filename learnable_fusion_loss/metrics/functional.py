@@ -287,18 +287,16 @@ def _sf_levels(levels: Tensor) -> Tensor:
 
 
 def _ag_levels(levels: Tensor) -> Tensor:
-    # np.gradient: central differences inside, one-sided at the border.
-    gx = torch.cat([
-        levels[..., :, 1:2] - levels[..., :, 0:1],
-        (levels[..., :, 2:] - levels[..., :, :-2]) / 2,
-        levels[..., :, -1:] - levels[..., :, -2:-1],
-    ], dim=-1)
-    gy = torch.cat([
-        levels[..., 1:2, :] - levels[..., 0:1, :],
-        (levels[..., 2:, :] - levels[..., :-2, :]) / 2,
-        levels[..., -1:, :] - levels[..., -2:-1, :],
-    ], dim=-2)
-    return torch.sqrt((gx * gx + gy * gy) / 2).flatten(1).mean(-1)
+    # np.gradient: central differences inside, one-sided at the border, written
+    # straight into one map per direction.
+    gx, gy = torch.empty_like(levels), torch.empty_like(levels)
+    torch.sub(levels[..., :, 2:], levels[..., :, :-2], out=gx[..., :, 1:-1]).div_(2)
+    torch.sub(levels[..., :, 1:2], levels[..., :, 0:1], out=gx[..., :, 0:1])
+    torch.sub(levels[..., :, -1:], levels[..., :, -2:-1], out=gx[..., :, -1:])
+    torch.sub(levels[..., 2:, :], levels[..., :-2, :], out=gy[..., 1:-1, :]).div_(2)
+    torch.sub(levels[..., 1:2, :], levels[..., 0:1, :], out=gy[..., 0:1, :])
+    torch.sub(levels[..., -1:, :], levels[..., -2:-1, :], out=gy[..., -1:, :])
+    return gx.square_().add_(gy.square_()).div_(2).sqrt_().flatten(1).mean(-1)
 
 
 def _mi_levels(x: Tensor, y: Tensor) -> Tensor:
@@ -311,11 +309,13 @@ def _mi_levels(x: Tensor, y: Tensor) -> Tensor:
     offsets = torch.arange(batch, device=cx.device).unsqueeze(1) * 65536
     joint = torch.bincount((offsets + cx * 256 + cy).flatten(), minlength=batch * 65536)
     p = joint.view(batch, 256, 256).to(x.dtype) / count
-    px = p.sum(2, keepdim=True)
-    py = p.sum(1, keepdim=True)
+    # log of the marginals on their 256 entries, broadcast (a marginal is 0 only where
+    # its whole row or column of p is, and those terms are masked out below)
+    px, py = p.sum(2, keepdim=True), p.sum(1, keepdim=True)
+    log_px = torch.where(px > 0, px, 1.0).log_()
+    log_py = torch.where(py > 0, py, 1.0).log_()
     nz = p > 0
-    safe = lambda t: torch.where(nz, t, 1.0)  # noqa: E731 - log only where p > 0
-    terms = p * (torch.log(safe(p)) - torch.log(safe(px.expand_as(p))) - torch.log(safe(py.expand_as(p))))
+    terms = p * torch.where(nz, p, 1.0).log_().sub_(log_px).sub_(log_py)
     return torch.where(nz, terms, 0.0).flatten(1).sum(-1).clamp_min(0.0)
 
 
