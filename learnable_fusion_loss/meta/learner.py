@@ -28,7 +28,7 @@ takes one step on ``L_t`` of the detached fused images.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -206,9 +206,8 @@ class MetaLossLearner:
     def _generator_grads(self, output: Tensor) -> list[Tensor]:
         if not self.generator_params:
             return []
-        grads = torch.autograd.grad(output, self.generator_params, allow_unused=True)
-        return [torch.zeros_like(p) if g is None else g
-                for p, g in zip(self.generator_params, grads, strict=True)]
+        return _zeros_where_none(
+            torch.autograd.grad(output, self.generator_params, allow_unused=True), self.generator_params)
 
     def _hypergradient_forward(self, meta_train: FusionBatch, meta_test: FusionBatch) -> Hypergradient:
         net = self.fusion_net
@@ -223,19 +222,19 @@ class MetaLossLearner:
             grads = torch.autograd.grad(inner_value, list(named.values()), allow_unused=True)
             del fused, inner_value
             # 2. θ' = U(θ, g), kept differentiable in g only (elementwise, cheap).
-            g_leaves = [(torch.zeros_like(p) if g is None else g.detach()).requires_grad_()
-                        for p, g in zip(named.values(), grads, strict=True)]
+            g_leaves = [g.detach().requires_grad_() for g in _zeros_where_none(grads, named.values())]
             del grads
             updated = self.inner.update(named, g_leaves, self.current_inner_lr(), self.fusion_optimizer)
             # 3. v = ∂L_t/∂θ' through F_θ' and T'.
             fast = {n: t.detach().requires_grad_() for n, t in updated.items()}
             loss_task = self.task.loss(bind(fast)(*meta_test.task_sources), meta_test.target)
-            v = torch.autograd.grad(loss_task, list(fast.values()), allow_unused=True)
-            v = [torch.zeros_like(t) if x is None else x for t, x in zip(fast.values(), v, strict=True)]
+            v = _zeros_where_none(torch.autograd.grad(loss_task, list(fast.values()), allow_unused=True),
+                                  fast.values())
             del fast
             # 4. w = (∂U/∂g)ᵀ v.
-            w = torch.autograd.grad(list(updated.values()), g_leaves, grad_outputs=v, allow_unused=True)
-            w = [torch.zeros_like(g) if x is None else x for g, x in zip(g_leaves, w, strict=True)]
+            w = _zeros_where_none(
+                torch.autograd.grad(list(updated.values()), g_leaves, grad_outputs=v, allow_unused=True),
+                g_leaves)
             del updated, g_leaves, v
             # 5. u = J_F w: one forward-mode pass of F on the meta-train pair.
             with torch.no_grad(), forward_ad.dual_level():
@@ -318,6 +317,11 @@ class MetaLossLearner:
         stats.update({k if k.startswith("loss") else f"task_{k}": v for k, v in task_stats.items()})
         stats.update(_weight_means(output.params))
         return stats
+
+
+def _zeros_where_none(grads: Sequence[Tensor | None], like: Iterable[Tensor]) -> list[Tensor]:
+    """``autograd.grad(..., allow_unused=True)``'s result with zeros for unused inputs."""
+    return [torch.zeros_like(t) if g is None else g for t, g in zip(like, grads, strict=True)]
 
 
 def _weight_means(params: Tensor | None) -> dict[str, float]:
