@@ -74,6 +74,20 @@ def nchw_view(x: Tensor) -> Tensor:
     return x.permute(0, 3, 1, 2)
 
 
+def _records_graph(tensors: list[Tensor]) -> bool:
+    """Whether reverse-mode autograd records an op on these tensors."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def _has_tangent(tensors: list[Tensor]) -> bool:
+    """Whether forward-mode AD (``torch.autograd.forward_ad``) carries a tangent in.
+
+    Forward-mode AD runs even under ``no_grad``; the oneDNN op and the banded path's
+    in-place and ``out=`` kernels would drop the tangents.
+    """
+    return any(forward_ad.unpack_dual(t).tangent is not None for t in tensors)
+
+
 class _Conv3x3(torch.autograd.Function):
     """A stride-1, zero-padded 3×3 convolution whose backward is built from first-order ops.
 
@@ -131,7 +145,7 @@ def conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None = None, groups: int =
     Same values and gradients; under autograd it uses :class:`_Conv3x3`, whose double
     backward skips the weight terms nobody asked for (see there).
     """
-    if not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
+    if not _records_graph([x, weight]):
         return F.conv2d(x, weight, bias, padding=1, groups=groups)
     y = _Conv3x3.apply(x, weight, groups)
     return y if bias is None else y + bias.view(1, -1, 1, 1)
@@ -219,9 +233,9 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None,
     float rounding, and the same derivatives.
     """
     tensors = [t for t in (x, weight, bias, residual) if t is not None]
-    if not _onednn_eligible(x) or any(forward_ad.unpack_dual(t).tangent is not None for t in tensors):
+    if not _onednn_eligible(x) or _has_tangent(tensors):
         return _linear_native(x, weight, bias, residual)
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+    if _records_graph(tensors):
         return _OneDNNLinear.apply(x, weight, bias, residual)
     return linear_nograd(x, weight, bias, residual)
 
@@ -390,7 +404,7 @@ def gated_ffn_residual(x: Tensor, normed: Tensor, w: FeedForwardWeights) -> Tens
     hidden = linear(normed, w.in_weight, w.in_bias)
     hidden = depthwise_conv3x3_nhwc(hidden, w.dw_weight, w.dw_bias)
     gate, value = hidden.chunk(2, dim=-1)
-    if torch.is_grad_enabled() and (gate.requires_grad or value.requires_grad):
+    if _records_graph([gate, value]):
         hidden = F.gelu(gate) * value
     else:  # inference: reuse the gate's memory
         hidden = F.gelu(gate).mul_(value)
@@ -405,21 +419,6 @@ BAND_ROWS = 16
 
 def _block_tensors(x: Tensor, w: BlockWeights) -> list[Tensor]:
     return [t for t in (x, *vars(w.attn).values(), *vars(w.ffn).values()) if isinstance(t, Tensor)]
-
-
-def _records_graph(x: Tensor, w: BlockWeights) -> bool:
-    """Whether reverse-mode autograd records this block."""
-    return torch.is_grad_enabled() and any(t.requires_grad for t in _block_tensors(x, w))
-
-
-def _has_tangent(x: Tensor, w: BlockWeights) -> bool:
-    """Whether forward-mode AD (``torch.autograd.forward_ad``) carries a tangent into this block.
-
-    Forward-mode AD runs even under ``no_grad``, and the plain banded path's in-place
-    and ``out=`` kernels would drop the tangents, so such a block takes
-    :func:`_restormer_block_banded_jvp`.
-    """
-    return any(forward_ad.unpack_dual(t).tangent is not None for t in _block_tensors(x, w))
 
 
 def _band(height: int, start: int, stop: int, halo: int) -> tuple[int, int]:
@@ -613,8 +612,9 @@ def restormer_block_nhwc(x: Tensor, w: BlockWeights, band_rows: int | None = BAN
     when forward-mode AD carries tangents (then primal and tangent stream together).
     """
     x = x.contiguous()
-    if band_rows is not None and not _records_graph(x, w):
-        if _has_tangent(x, w):
+    tensors = _block_tensors(x, w)
+    if band_rows is not None and not _records_graph(tensors):
+        if _has_tangent(tensors):  # primal and tangent stream together
             return _restormer_block_banded_jvp(x, w, band_rows)
         return _restormer_block_banded(x, w, band_rows)
     x = attention_residual(x, _layer_norm_groups(x, w.norm_groups), w.attn)
