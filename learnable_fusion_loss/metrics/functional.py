@@ -333,6 +333,21 @@ def _sum_log10(terms: Tensor, group: int = 16) -> Tensor:
     return torch.log10(products).sum((-2, -1)) + torch.log10(terms[..., length:]).sum((-2, -1))
 
 
+def _local_moments(x: Tensor, y: Tensor, win: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Gaussian-window ``μx, μy, σx², σy², σxy`` ('valid', transposed like
+    :func:`_filter_valid_t`) of ``x`` [B, S, H, W] and ``y`` [B, 1, H, W] (broadcast).
+
+    The variances are ``E[x²] − μ²`` updated in place: each map is ~20 MB at
+    640×480, so fewer temporaries means fewer passes over memory.
+    """
+    mu_x = _filter_valid_t(x, win)
+    mu_y = _filter_valid_t(y, win)
+    var_x = _filter_valid_t(x * x, win).sub_(mu_x * mu_x)
+    var_y = _filter_valid_t(y * y, win).sub_(mu_y * mu_y)
+    cov = _filter_valid_t(x * y, win).sub_(mu_x * mu_y)
+    return mu_x, mu_y, var_x, var_y, cov
+
+
 def _vif_levels(refs: Tensor, dist: Tensor, sigma_nsq: float = 2.0, eps: float = 1e-10) -> Tensor:
     """Pixel-domain VIF of each reference channel of ``refs`` [B, S, H, W] against ``dist`` [B, 1, H, W].
 
@@ -348,13 +363,9 @@ def _vif_levels(refs: Tensor, dist: Tensor, sigma_nsq: float = 2.0, eps: float =
         if scale > 1:
             ref = _filter_valid_t(ref, win, stride=2)  # filtered[::2, ::2], transposed
             dst = _filter_valid_t(dst, win, stride=2)
-        mu1 = _filter_valid_t(ref, win)
-        mu2 = _filter_valid_t(dst, win)
-        # In-place updates: each map is ~20 MB at 640x480, so fewer temporaries
-        # means fewer passes over memory.
-        sigma1_sq = _filter_valid_t(ref * ref, win).sub_(mu1 * mu1).clamp_min_(0.0)
-        sigma2_sq = _filter_valid_t(dst * dst, win).sub_(mu2 * mu2).clamp_min_(0.0)
-        sigma12 = _filter_valid_t(ref * dst, win).sub_(mu1 * mu2)
+        _, _, sigma1_sq, sigma2_sq, sigma12 = _local_moments(ref, dst, win)
+        sigma1_sq.clamp_min_(0.0)
+        sigma2_sq.clamp_min_(0.0)
         # The evaluators' masked assignments, folded: g is zeroed where the
         # reference or the distorted window is flat or g < 0, and every pixel with
         # g = 0 adds log10(1) = 0 to the numerator whatever sv² is, so only the
@@ -425,11 +436,7 @@ def _ms_ssim_levels(refs: Tensor, dist: Tensor, data_range: float = 255.0) -> Te
     x, y = refs, dist  # y's own moments are computed once and broadcast
     terms = []
     for level in range(len(_MS_SSIM_WEIGHTS)):
-        mu1 = _filter_valid_t(x, win)
-        mu2 = _filter_valid_t(y, win)
-        sigma1_sq = _filter_valid_t(x * x, win).sub_(mu1 * mu1)
-        sigma2_sq = _filter_valid_t(y * y, win).sub_(mu2 * mu2)
-        sigma12 = _filter_valid_t(x * y, win).sub_(mu1 * mu2)
+        mu1, mu2, sigma1_sq, sigma2_sq, sigma12 = _local_moments(x, y, win)
         cs_map = sigma12.mul_(2).add_(c2).div_(sigma1_sq.add_(sigma2_sq).add_(c2))
         if level < len(_MS_SSIM_WEIGHTS) - 1:
             terms.append(torch.relu(cs_map.mean((-2, -1))))
