@@ -230,6 +230,8 @@ def test_bad_arguments_are_named():
         InnerStep(backend="learn2learn", inner_optimizer="adam")
     with pytest.raises(ValueError, match="outer_step"):
         make_learner(outer_step="sgd")
+    with pytest.raises(ValueError, match="hypergradient must be 'unrolled' or 'forward', got 'reverse'"):
+        make_learner(hypergradient="reverse")
     with pytest.raises(ValueError, match="shape mismatch between sources: a=.*b="):
         FusionBatch(a=torch.rand(1, 1, 4, 4), b=torch.rand(1, 1, 4, 5))
     with pytest.raises(ValueError, match="task_a and task_b"):
