@@ -20,6 +20,7 @@ from learnable_fusion_loss.metrics import (
     fusion_metrics,
     ms_ssim,
     mutual_information,
+    native,
     ssim,
     to_grey_levels,
     vif,
@@ -70,10 +71,23 @@ def reference_packages() -> None:
         pytest.skip(f"reference packages not importable: {missing} (CI installs them)")
 
 
+@pytest.fixture(params=["compiled", "torch"])
+def filter_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways VIF, SSIM and MS-SSIM filter on CPU: the compiled kernels and the torch path."""
+    if request.param == "compiled":
+        reason = native.unavailable_reason()
+        if reason is not None:
+            pytest.skip(f"compiled metric filters unavailable: {reason} (CI has a C compiler)")
+    else:
+        monkeypatch.setattr(native, "available", lambda *tensors: False)
+    return request.param
+
+
 @pytest.mark.parametrize("rule", ["average", "max"])
 @pytest.mark.parametrize(("name", "split", "pair_id"), REAL_PAIRS)
 def test_all_metrics_match_reference_on_real_pairs(
-    reference_packages: None, data_root: Path, name: str, split: str, pair_id: str, rule: str
+    reference_packages: None, data_root: Path, name: str, split: str, pair_id: str, rule: str,
+    filter_path: str,
 ) -> None:
     ir_path, vi_path = _pair_files(data_root, name, split, pair_id)
     a, b = _grey_levels_file(ir_path), _grey_levels_file(vi_path)
@@ -93,7 +107,8 @@ def test_all_metrics_match_reference_on_real_pairs(
             )
 
 
-def test_per_source_functions_match_reference(reference_packages: None, data_root: Path) -> None:
+def test_per_source_functions_match_reference(reference_packages: None, data_root: Path,
+                                             filter_path: str) -> None:
     ir_path, vi_path = _pair_files(data_root, "tno", "test", "07")
     a, b = _grey_levels_file(ir_path), _grey_levels_file(vi_path)
     ta, tb = _tensor(a), _tensor(b)

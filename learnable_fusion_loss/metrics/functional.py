@@ -48,7 +48,9 @@ population standard deviation; AG uses one-sided differences at the border
 covariance, data range 255); PSNR (CDDFuse) takes ``max(F)`` as the peak; VIF
 returns 1 where the reference has no variance anywhere (CDDFuse; sewar gives NaN).
 On 8-bit levels :func:`fusion_metrics` takes CC, SCD, SD and PSNR from exact integer
-pixel moments, shared by the four (see ``_IntegerMoments``).
+pixel moments, shared by the four (see ``_IntegerMoments``). On CPU, VIF, SSIM and
+MS-SSIM filter with the compiled kernels of :mod:`.native` when a C compiler is
+there (the same sums in another order), else with banded GEMMs in torch.
 
 Colour fused images are compared through their BT.601 luma ``0.299 R + 0.587 G +
 0.114 B`` rounded to grey levels (the evaluators read files with OpenCV's
@@ -66,6 +68,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._checks import check_image, check_same_shape
+from . import native
 
 Convention = Literal["mean", "sum"]
 
@@ -348,6 +351,26 @@ def _local_moments(x: Tensor, y: Tensor, win: Tensor) -> tuple[Tensor, Tensor, T
     return mu_x, mu_y, var_x, var_y, cov
 
 
+def _filter_valid(x: Tensor, kernel_1d: Tensor, stride: int = 1) -> Tensor:
+    """``filtered[..., ::stride, ::stride]``: compiled where it can, else
+    :func:`_filter_valid_t`. The orientation differs between the two (native: as
+    is; torch: transposed), so one formula's maps must all come from the same
+    sequence of calls, which :func:`native.available` (fixed per process for CPU
+    float64 maps) keeps the case."""
+    if native.available(x):
+        return native.filter_valid(x, kernel_1d, stride)
+    return _filter_valid_t(x, kernel_1d, stride)
+
+
+def _moments(x: Tensor, y: Tensor, win: Tensor, means: bool = True
+             ) -> tuple[Tensor | None, Tensor | None, Tensor, Tensor, Tensor]:
+    """:func:`_local_moments`, compiled where it can (same orientation rule as
+    :func:`_filter_valid`); ``means=False`` lets the kernel skip writing ``μx, μy``."""
+    if native.available(x, y):
+        return native.local_moments(x, y, win, means=means)
+    return _local_moments(x, y, win)
+
+
 def _vif_levels(refs: Tensor, dist: Tensor, sigma_nsq: float = 2.0, eps: float = 1e-10) -> Tensor:
     """Pixel-domain VIF of each reference channel of ``refs`` [B, S, H, W] against ``dist`` [B, 1, H, W].
 
@@ -361,9 +384,9 @@ def _vif_levels(refs: Tensor, dist: Tensor, sigma_nsq: float = 2.0, eps: float =
         n = 2 ** (4 - scale + 1) + 1
         win = _gaussian_1d(n, n / 5.0, refs)
         if scale > 1:
-            ref = _filter_valid_t(ref, win, stride=2)  # filtered[::2, ::2], transposed
-            dst = _filter_valid_t(dst, win, stride=2)
-        _, _, sigma1_sq, sigma2_sq, sigma12 = _local_moments(ref, dst, win)
+            ref = _filter_valid(ref, win, stride=2)  # filtered[::2, ::2]
+            dst = _filter_valid(dst, win, stride=2)
+        _, _, sigma1_sq, sigma2_sq, sigma12 = _moments(ref, dst, win, means=False)
         sigma1_sq.clamp_min_(0.0)
         sigma2_sq.clamp_min_(0.0)
         # The evaluators' masked assignments, folded: g is zeroed where the
@@ -386,14 +409,36 @@ def _ssim_levels(refs: Tensor, dist: Tensor, data_range: float = 255.0, win_size
                  integer_levels: bool = False) -> Tensor:
     """scikit-image ``structural_similarity`` defaults, per reference channel: [B, S].
 
-    ``integer_levels``: the maps hold integer grey levels in ``[0, 255]``. Then every
-    window sum of ``x``, ``x²`` and ``x·y`` is an integer below 7²·255² < 2^24, exact
-    in float32, so the five box filters run in float32 (half the memory traffic,
-    bit-identical sums) and only the SSIM formula runs in float64.
+    ``integer_levels`` (torch path only): the maps hold integer grey levels in
+    ``[0, 255]``. Then every window sum of ``x``, ``x²`` and ``x·y`` is an integer
+    below 7²·255² < 2^24, exact in float32, so the five box filters run in float32
+    (half the memory traffic, bit-identical sums) and only the SSIM formula runs in
+    float64. The compiled path needs no such trick: it forms all five in one pass.
     """
     c1 = (0.01 * data_range) ** 2
     c2 = (0.03 * data_range) ** 2
     cov_norm = win_size * win_size / (win_size * win_size - 1.0)  # sample covariance
+    if native.available(refs, dist):
+        # skimage's uniform_filter moments in one compiled pass (weights 1/win per
+        # axis), the same float64 arithmetic as its numpy path up to summation order.
+        box = torch.full((win_size,), 1.0 / win_size, dtype=torch.float64)
+        ux, uy, vx, vy, vxy = native.local_moments(refs, dist, box)
+        ux_sq, uy_sq, uxy = ux * ux, uy * uy, ux.mul_(uy)
+        del ux, uy
+        vx.mul_(cov_norm)
+        vy.mul_(cov_norm)
+        vxy.mul_(cov_norm)
+    else:
+        ux_sq, uy_sq, uxy, vx, vy, vxy = _box_moments(refs, dist, win_size, cov_norm, integer_levels)
+    numerator = uxy.mul_(2).add_(c1).mul_(vxy.mul_(2).add_(c2))
+    s = numerator.div_(ux_sq.add_(uy_sq).add_(c1).mul_(vx.add_(vy).add_(c2)))
+    # skimage crops (win-1)/2 border pixels of its reflect-padded map: that is the valid map.
+    return s.mean((-2, -1))
+
+
+def _box_moments(refs: Tensor, dist: Tensor, win_size: int, cov_norm: float, integer_levels: bool
+                 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """SSIM's ``μx², μy², μxμy, σx², σy², σxy`` from box sums in torch (transposed)."""
     area = float(win_size * win_size)
     exact32 = integer_levels and win_size * win_size * 255**2 < 2**24
     if exact32:
@@ -411,10 +456,7 @@ def _ssim_levels(refs: Tensor, dist: Tensor, data_range: float = 255.0, win_size
     vx = window_mean(refs * refs).sub_(ux_sq).mul_(cov_norm)
     vy = window_mean(dist * dist).sub_(uy_sq).mul_(cov_norm)
     vxy = window_mean(refs * dist).sub_(uxy).mul_(cov_norm)
-    numerator = uxy.mul_(2).add_(c1).mul_(vxy.mul_(2).add_(c2))
-    s = numerator.div_(ux_sq.add_(uy_sq).add_(c1).mul_(vx.add_(vy).add_(c2)))
-    # skimage crops (win-1)/2 border pixels of its reflect-padded map: that is the valid map.
-    return s.mean((-2, -1))
+    return ux_sq, uy_sq, uxy, vx, vy, vxy
 
 
 def _average_pool2(x: Tensor) -> Tensor:
@@ -436,9 +478,10 @@ def _ms_ssim_levels(refs: Tensor, dist: Tensor, data_range: float = 255.0) -> Te
     x, y = refs, dist  # y's own moments are computed once and broadcast
     terms = []
     for level in range(len(_MS_SSIM_WEIGHTS)):
-        mu1, mu2, sigma1_sq, sigma2_sq, sigma12 = _local_moments(x, y, win)
+        last = level == len(_MS_SSIM_WEIGHTS) - 1
+        mu1, mu2, sigma1_sq, sigma2_sq, sigma12 = _moments(x, y, win, means=last)
         cs_map = sigma12.mul_(2).add_(c2).div_(sigma1_sq.add_(sigma2_sq).add_(c2))
-        if level < len(_MS_SSIM_WEIGHTS) - 1:
+        if not last:
             terms.append(torch.relu(cs_map.mean((-2, -1))))
             x, y = _average_pool2(x), _average_pool2(y)
         else:
