@@ -151,3 +151,71 @@ def test_the_library_is_built_once_into_the_cache(compiled: None, monkeypatch: p
     _fresh_state(monkeypatch, tmp_path)  # a new process: finds it, does not rebuild
     assert native.available(_levels((1, 1, 20, 20), 0))
     assert built.stat().st_mtime_ns == stamp
+
+
+def _structured(shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """Grey levels with texture, a flat patch (VIF's eps masks) and a saturated corner."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.rand(*shape[:-2], shape[-2] // 6 + 1, shape[-1] // 6 + 1, generator=g, dtype=torch.float64)
+    smooth = F.interpolate(base.reshape(-1, 1, *base.shape[-2:]), size=shape[-2:], mode="bicubic")
+    levels = (smooth.reshape(shape) * 255 + torch.randn(shape, generator=g, dtype=torch.float64) * 6)
+    levels = levels.round().clamp(0, 255)
+    levels[..., 2:14, 3:20] = 77.0
+    levels[..., -6:, -6:] = 255.0
+    return levels
+
+
+# VIF's smallest side (41) and up; output widths with many remainders modulo the 8-lane tile.
+FORMULA_SHAPES = [(2, 2, 60, 57), (1, 1, 41, 44), (3, 2, 45, 50), (1, 2, 43, 47)]
+
+
+@pytest.mark.parametrize("shape", FORMULA_SHAPES)
+def test_vif_and_ssim_formulas_in_the_kernel_equal_the_torch_path(
+    compiled: None, monkeypatch: pytest.MonkeyPatch, shape: tuple[int, ...]
+) -> None:
+    from learnable_fusion_loss.metrics import functional
+
+    refs = _structured(shape, seed=shape[-1])
+    dist = _structured((shape[0], 1, *shape[2:]), seed=shape[-1] + 1)
+    dist[..., 2:14, 3:20] = 77.0  # both windows flat: g masked
+    kernel = {
+        "VIF": lambda: functional._vif_levels(refs, dist),
+        "SSIM": lambda: functional._ssim_levels(refs, dist, integer_levels=True),
+        "MS_SSIM": lambda: functional._ms_ssim_levels(refs, dist) if min(shape[-2:]) >= 161 else None,
+        "SSIM_7x7_means": lambda: native.ssim_means(refs, dist, torch.full((7,), 1 / 7, dtype=torch.float64),
+                                                    6.5025, 58.5225, 49 / 48)[1],
+    }
+    compiled_values = {name: fn() for name, fn in kernel.items()}
+    monkeypatch.setattr(native, "available", lambda *tensors: False)
+    torch_values = {name: fn() for name, fn in kernel.items() if name != "SSIM_7x7_means"}
+    for name, expected in torch_values.items():
+        if expected is not None:
+            torch.testing.assert_close(compiled_values[name], expected, rtol=1e-13, atol=0, msg=name)
+    torch.testing.assert_close(compiled_values["SSIM_7x7_means"], torch_values["SSIM"], rtol=1e-13, atol=0)
+
+
+def test_ms_ssim_levels_in_the_kernel_equal_the_torch_path(compiled: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    from learnable_fusion_loss.metrics import functional
+
+    refs = _structured((2, 2, 170, 187), seed=11)  # odd sides at every pooled level
+    dist = _structured((2, 1, 170, 187), seed=12)
+    got = functional._ms_ssim_levels(refs, dist)
+    monkeypatch.setattr(native, "available", lambda *tensors: False)
+    torch.testing.assert_close(got, functional._ms_ssim_levels(refs, dist), rtol=1e-13, atol=0)
+
+
+def test_reduced_sums_do_not_depend_on_the_thread_split(compiled: None) -> None:
+    refs, dist = _structured((2, 2, 90, 75), seed=3), _structured((2, 1, 90, 75), seed=4)
+    win = _gaussian_1d(9, 1.8, refs)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            results.append(native.vif_log_sums(refs, dist, win, 2.0, 1e-10)
+                           + native.ssim_means(refs, dist, win, 6.5, 58.5, 1.0))
+    finally:
+        torch.set_num_threads(threads)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert torch.equal(a, b)

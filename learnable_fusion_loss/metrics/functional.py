@@ -353,22 +353,11 @@ def _local_moments(x: Tensor, y: Tensor, win: Tensor) -> tuple[Tensor, Tensor, T
 
 def _filter_valid(x: Tensor, kernel_1d: Tensor, stride: int = 1) -> Tensor:
     """``filtered[..., ::stride, ::stride]``: compiled where it can, else
-    :func:`_filter_valid_t`. The orientation differs between the two (native: as
-    is; torch: transposed), so one formula's maps must all come from the same
-    sequence of calls, which :func:`native.available` (fixed per process for CPU
-    float64 maps) keeps the case."""
+    :func:`_filter_valid_t`. The two differ in orientation (compiled: as is; torch:
+    transposed), which VIF's per-image sums do not see."""
     if native.available(x):
         return native.filter_valid(x, kernel_1d, stride)
     return _filter_valid_t(x, kernel_1d, stride)
-
-
-def _moments(x: Tensor, y: Tensor, win: Tensor, means: bool = True
-             ) -> tuple[Tensor | None, Tensor | None, Tensor, Tensor, Tensor]:
-    """:func:`_local_moments`, compiled where it can (same orientation rule as
-    :func:`_filter_valid`); ``means=False`` lets the kernel skip writing ``μx, μy``."""
-    if native.available(x, y):
-        return native.local_moments(x, y, win, means=means)
-    return _local_moments(x, y, win)
 
 
 def _vif_levels(refs: Tensor, dist: Tensor, sigma_nsq: float = 2.0, eps: float = 1e-10) -> Tensor:
@@ -386,7 +375,11 @@ def _vif_levels(refs: Tensor, dist: Tensor, sigma_nsq: float = 2.0, eps: float =
         if scale > 1:
             ref = _filter_valid(ref, win, stride=2)  # filtered[::2, ::2]
             dst = _filter_valid(dst, win, stride=2)
-        _, _, sigma1_sq, sigma2_sq, sigma12 = _moments(ref, dst, win, means=False)
+        if native.available(ref, dst):  # the same formula, evaluated inside the filter
+            scale_num, scale_den = native.vif_log_sums(ref, dst, win, sigma_nsq, eps)
+            num, den = num + scale_num, den + scale_den
+            continue
+        _, _, sigma1_sq, sigma2_sq, sigma12 = _local_moments(ref, dst, win)
         sigma1_sq.clamp_min_(0.0)
         sigma2_sq.clamp_min_(0.0)
         # The evaluators' masked assignments, folded: g is zeroed where the
@@ -419,17 +412,12 @@ def _ssim_levels(refs: Tensor, dist: Tensor, data_range: float = 255.0, win_size
     c2 = (0.03 * data_range) ** 2
     cov_norm = win_size * win_size / (win_size * win_size - 1.0)  # sample covariance
     if native.available(refs, dist):
-        # skimage's uniform_filter moments in one compiled pass (weights 1/win per
-        # axis), the same float64 arithmetic as its numpy path up to summation order.
+        # skimage's uniform_filter moments (weights 1/win per axis) and the SSIM
+        # formula in one compiled pass: the same float64 arithmetic as its numpy
+        # path up to summation order.
         box = torch.full((win_size,), 1.0 / win_size, dtype=torch.float64)
-        ux, uy, vx, vy, vxy = native.local_moments(refs, dist, box)
-        ux_sq, uy_sq, uxy = ux * ux, uy * uy, ux.mul_(uy)
-        del ux, uy
-        vx.mul_(cov_norm)
-        vy.mul_(cov_norm)
-        vxy.mul_(cov_norm)
-    else:
-        ux_sq, uy_sq, uxy, vx, vy, vxy = _box_moments(refs, dist, win_size, cov_norm, integer_levels)
+        return native.ssim_means(refs, dist, box, c1, c2, cov_norm)[1]
+    ux_sq, uy_sq, uxy, vx, vy, vxy = _box_moments(refs, dist, win_size, cov_norm, integer_levels)
     numerator = uxy.mul_(2).add_(c1).mul_(vxy.mul_(2).add_(c2))
     s = numerator.div_(ux_sq.add_(uy_sq).add_(c1).mul_(vx.add_(vy).add_(c2)))
     # skimage crops (win-1)/2 border pixels of its reflect-padded map: that is the valid map.
@@ -479,11 +467,16 @@ def _ms_ssim_levels(refs: Tensor, dist: Tensor, data_range: float = 255.0) -> Te
     terms = []
     for level in range(len(_MS_SSIM_WEIGHTS)):
         last = level == len(_MS_SSIM_WEIGHTS) - 1
-        mu1, mu2, sigma1_sq, sigma2_sq, sigma12 = _moments(x, y, win, means=last)
+        if level:
+            x, y = _average_pool2(x), _average_pool2(y)
+        if native.available(x, y):  # the formula evaluated inside the filter, no maps
+            cs, ssim_value = native.ssim_means(x, y, win, c1, c2, 1.0)
+            terms.append(torch.relu(ssim_value if last else cs))
+            continue
+        mu1, mu2, sigma1_sq, sigma2_sq, sigma12 = _local_moments(x, y, win)
         cs_map = sigma12.mul_(2).add_(c2).div_(sigma1_sq.add_(sigma2_sq).add_(c2))
         if not last:
             terms.append(torch.relu(cs_map.mean((-2, -1))))
-            x, y = _average_pool2(x), _average_pool2(y)
         else:
             ssim_map = (2 * mu1 * mu2 + c1) / (mu1 * mu1 + mu2 * mu2 + c1) * cs_map
             terms.append(torch.relu(ssim_map.mean((-2, -1))))

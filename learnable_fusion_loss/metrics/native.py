@@ -40,7 +40,7 @@ from torch import Tensor
 
 from ..compat import cache_dir
 
-__all__ = ["available", "filter_valid", "local_moments", "unavailable_reason"]
+__all__ = ["available", "filter_valid", "local_moments", "ssim_means", "unavailable_reason", "vif_log_sums"]
 
 SOURCE = Path(__file__).with_name("native_filters.c")
 _FLAGS = ("-O3", "-std=gnu11", "-ffp-contract=fast", "-fPIC", "-shared")
@@ -122,7 +122,8 @@ def _load() -> ctypes.CDLL | None:
                           "VIF, SSIM and MS-SSIM take the slower torch path", RuntimeWarning, stacklevel=3)
             return None
         p, n = ctypes.c_void_p, ctypes.c_long
-        library.lfl_local_moments.argtypes = [p, n, n, n, p, n, n, n, n, n, n, p, n, n, n, p, p, p, p, p]
+        library.lfl_local_moments.argtypes = [p, n, n, n, p, n, n, n, n, n, n, p, n, n, n, ctypes.c_int, p,
+                                              p, p, p, p, p, p]
         library.lfl_local_moments.restype = ctypes.c_int
         library.lfl_filter_valid.argtypes = [p, n, n, n, n, n, p, n, n, n, n, p]
         library.lfl_filter_valid.restype = ctypes.c_int
@@ -170,40 +171,81 @@ def _ptr(t: Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
+_MOMENT_MAPS, _VIF_LOG_SUMS, _SSIM_SUMS = 0, 1, 2  # the kernel's modes (native_filters.c)
+
+
+def _check_pair(x: Tensor, y: Tensor, taps: int) -> None:
+    if x.dim() != 4 or y.dim() != 4 or y.shape[1] != 1 or x.shape[0] != y.shape[0] or x.shape[2:] != y.shape[2:]:
+        raise ValueError(f"local moments expect x [B, S, H, W] and y [B, 1, H, W], got {tuple(x.shape)}, "
+                         f"{tuple(y.shape)}")
+    if x.shape[2] < taps or x.shape[3] < taps:
+        raise ValueError(f"a {taps}x{taps} window does not fit in {x.shape[2]}x{x.shape[3]} maps")
+
+
+def _moments_kernel(x: Tensor, y: Tensor, kernel_1d: Tensor, mode: int, params: tuple[float, ...] = (),
+                    maps: tuple[Tensor | None, ...] = (None,) * 5) -> Tensor | None:
+    """Run ``lfl_local_moments`` over all output rows; returns the per-row sums
+    ``[B, S, 2]`` (summed over rows) in the reducing modes, ``None`` for the maps."""
+    library = _load()
+    if library is None:
+        raise RuntimeError(f"compiled filters unavailable: {_reason}")
+    taps = kernel_1d.numel()
+    _check_pair(x, y, taps)
+    batch, channels, height, width = x.shape
+    out_h = height - taps + 1
+    weights = kernel_1d.to(torch.float64).contiguous()
+    constants = torch.tensor(params, dtype=torch.float64) if params else None
+    row_sums = x.new_empty(batch, out_h, channels, 2) if mode != _MOMENT_MAPS else None
+    sxb, sxs, sxh = x.stride()[:3]
+    syb, syh = y.stride(0), y.stride(2)
+    pointers = [_ptr(t) for t in maps]
+
+    def call(r0: int, r1: int) -> int:
+        return library.lfl_local_moments(
+            x.data_ptr(), sxb, sxs, sxh, y.data_ptr(), syb, syh, batch, channels, height, width,
+            weights.data_ptr(), taps, r0, r1, mode, _ptr(constants), *pointers, _ptr(row_sums))
+
+    _run_rows(call, batch * out_h)
+    return None if row_sums is None else row_sums.sum(1)
+
+
 def local_moments(x: Tensor, y: Tensor, kernel_1d: Tensor, means: bool = True
                   ) -> tuple[Tensor | None, Tensor | None, Tensor, Tensor, Tensor]:
     """Separable-window ``μx, μy, σx², σy², σxy`` ('valid') of ``x`` [B, S, H, W] against
     ``y`` [B, 1, H, W], each as E[·] − products of means, like
     :func:`.functional._local_moments` but not transposed. ``means=False`` returns
     ``None`` for ``μx, μy`` (not written). Check :func:`available` first."""
-    library = _load()
-    if library is None:
-        raise RuntimeError(f"compiled filters unavailable: {_reason}")
-    if x.dim() != 4 or y.dim() != 4 or y.shape[1] != 1 or x.shape[0] != y.shape[0] or x.shape[2:] != y.shape[2:]:
-        raise ValueError(f"local_moments expects x [B, S, H, W] and y [B, 1, H, W], got {tuple(x.shape)}, "
-                         f"{tuple(y.shape)}")
-    batch, channels, height, width = x.shape
     taps = kernel_1d.numel()
-    if height < taps or width < taps:
-        raise ValueError(f"a {taps}x{taps} window does not fit in {height}x{width} maps")
-    weights = kernel_1d.to(torch.float64).contiguous()
+    _check_pair(x, y, taps)
+    batch, channels, height, width = x.shape
     out_h, out_w = height - taps + 1, width - taps + 1
     var_x = x.new_empty(batch, channels, out_h, out_w)
     cov = torch.empty_like(var_x)
     var_y = x.new_empty(batch, 1, out_h, out_w)
     mu_x = torch.empty_like(var_x) if means else None
     mu_y = torch.empty_like(var_y) if means else None
-    sxb, sxs, sxh = x.stride()[:3]
-    syb, syh = y.stride(0), y.stride(2)
-
-    def call(r0: int, r1: int) -> int:
-        return library.lfl_local_moments(
-            x.data_ptr(), sxb, sxs, sxh, y.data_ptr(), syb, syh, batch, channels, height, width,
-            weights.data_ptr(), taps, r0, r1, _ptr(mu_x), _ptr(mu_y), var_x.data_ptr(), var_y.data_ptr(),
-            cov.data_ptr())
-
-    _run_rows(call, batch * out_h)
+    _moments_kernel(x, y, kernel_1d, _MOMENT_MAPS, maps=(mu_x, mu_y, var_x, var_y, cov))
     return mu_x, mu_y, var_x, var_y, cov
+
+
+def vif_log_sums(reference: Tensor, distorted: Tensor, kernel_1d: Tensor, sigma_nsq: float, eps: float
+                 ) -> tuple[Tensor, Tensor]:
+    """One VIF scale without moment maps: ``Σ log10(1 + g²σ1²/(sv² + σn²))`` and
+    ``Σ log10(1 + σ1²/σn²)`` over the 'valid' map, each [B, S], with the masks of
+    :func:`.functional._vif_levels` (reference [B, S, H, W], distorted [B, 1, H, W])."""
+    sums = _moments_kernel(reference, distorted, kernel_1d, _VIF_LOG_SUMS, (sigma_nsq, eps))
+    return sums[..., 0], sums[..., 1]
+
+
+def ssim_means(x: Tensor, y: Tensor, kernel_1d: Tensor, c1: float, c2: float, cov_norm: float
+               ) -> tuple[Tensor, Tensor]:
+    """Means over the 'valid' map of SSIM's contrast-structure term
+    ``cs = (2σxy + c2)/(σx² + σy² + c2)`` and of SSIM itself
+    ``(2μxμy + c1)(2σxy + c2)/((μx² + μy² + c1)(σx² + σy² + c2))``, each [B, S], every
+    σ scaled by ``cov_norm``; no moment map is written."""
+    sums = _moments_kernel(x, y, kernel_1d, _SSIM_SUMS, (c1, c2, cov_norm))
+    area = (x.shape[2] - kernel_1d.numel() + 1) * (x.shape[3] - kernel_1d.numel() + 1)
+    return sums[..., 0] / area, sums[..., 1] / area
 
 
 def filter_valid(x: Tensor, kernel_1d: Tensor, stride: int = 1) -> Tensor:
