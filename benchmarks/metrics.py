@@ -4,7 +4,8 @@ On the 60 MSRS test triplets (IR, VIS luma, fused by the average rule), times ev
 metric of :func:`learnable_fusion_loss.metrics.fusion_metrics` and of the reference
 in ``tests/_metric_reference.py`` (the one the exactness tests use), checks that the
 values agree, and evaluates the trivial baselines (IR alone, VIS alone, average,
-max) with every metric.
+max) with every metric. Also times the whole suite once more on the torch path
+alone (the compiled filters of ``metrics/native.py`` switched off).
 
     python benchmarks/metrics.py [--threads 2] [--batch 4] [--reference-pairs 60] [--out FILE]
 
@@ -33,6 +34,7 @@ from learnable_fusion_loss.metrics import (  # noqa: E402
     HIGHER_IS_BETTER,
     PER_SOURCE_METRICS,
     fusion_metrics,
+    native,
 )
 
 
@@ -97,6 +99,19 @@ def main() -> None:
         start = time.perf_counter()
         ours_suite(t_f, t_a, t_b, args.batch, metrics=(name,))
         ours_each[name] = time.perf_counter() - start
+    # The same suite without the compiled filters: what a machine without a C
+    # compiler gets (and the path CUDA tensors take).
+    compiled = native.unavailable_reason() is None
+    available = native.available
+    native.available = lambda *tensors: False
+    try:
+        start = time.perf_counter()
+        torch_path = ours_suite(t_f, t_a, t_b, args.batch)
+        torch_path_total = time.perf_counter() - start
+    finally:
+        native.available = available
+    torch_path_agreement = max(float(((torch_path[m] - ours[m]).abs() / ours[m].abs().clamp_min(1e-12)).max())
+                               for m in ALL_METRICS)
 
     # ---- reference, one triplet at a time
     k = min(max(args.reference_pairs, 1), n)
@@ -125,6 +140,9 @@ def main() -> None:
     if k < n:
         print(f"(reference timed on {k} triplets and scaled to {n})")
     print(markdown_table(["metric", "ours [s]", "reference [s]", "speed-up", "max rel. diff"], rows))
+    print(f"\nCompiled filters (metrics/native.py): {'used' if compiled else native.unavailable_reason()}. "
+          f"Whole suite on the torch path alone: {torch_path_total:.3f} s "
+          f"({ref_total / torch_path_total:.1f}x; max rel. diff to the compiled path {torch_path_agreement:.1e}).")
 
     # ---- baselines
     baselines = {
@@ -152,7 +170,10 @@ def main() -> None:
         "threads": args.threads,
         "batch": args.batch,
         "reference_triplets_timed": k,
+        "compiled_filters": compiled,
         "ours_seconds": {"total": ours_total, **ours_each},
+        "ours_torch_path_seconds_total": torch_path_total,
+        "torch_path_max_relative_difference": torch_path_agreement,
         "reference_seconds": {"total": ref_total, **{m: t * scale for m, t in ref_time.items()}},
         "speedup_total": ref_total / ours_total,
         "max_relative_difference": agreement,

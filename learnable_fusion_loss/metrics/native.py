@@ -7,12 +7,15 @@ loaded with :mod:`ctypes`. Its functions release the GIL, so the output rows are
 split over ``torch.get_num_threads()`` threads.
 
 Why hand-written C: PyTorch has no fast float64 convolution on CPU (oneDNN has
-no double), scipy.ndimage is single-threaded and 6x slower than the banded-GEMM
+no double), scipy.ndimage is single-threaded and slower than the banded-GEMM
 path in :mod:`.functional`, and that path is bound by memory traffic because it
-materialises every product map and both filter passes. The kernels form the
-products on the fly and keep the vertical sums in cache, which makes the
-Gaussian moments 4-6x faster. The values are the same sums in another order
-(relative differences ~1e-16; the tests compare both paths).
+materialises every product map, both filter passes and every step of the
+formula. The kernels form the products on the fly, keep the vertical sums in
+cache and, for :func:`vif_log_sums` and :func:`ssim_means`, evaluate the formula
+in registers and return per-row sums (``benchmarks/metrics.py`` times both
+paths). The values are the same float64 sums in another order: ~1e-15 relative
+for SSIM and MS-SSIM, ~1e-10 for VIF, whose ``eps`` masks decide a few near-flat
+windows by rounding noise (the tests compare both paths and the reference).
 
 Where no compiler is found, or compiling fails, :func:`available` is false,
 one :class:`RuntimeWarning` says why, and the metrics take the torch path.
