@@ -99,6 +99,10 @@ def test_bad_shapes_are_refused_with_sizes(compiled: None) -> None:
         native.local_moments(_levels((1, 2, 20, 20), 0), _levels((1, 2, 20, 20), 1), win)
     with pytest.raises(ValueError, match="stride 2 does not apply to 8x40"):
         native.filter_valid(_levels((8, 40), 0), win, 2)
+    with pytest.raises(ValueError, match="CPU float64 maps with unit column stride, got torch.float32"):
+        native.filter_valid(_levels((20, 40), 0).float(), win)
+    with pytest.raises(ValueError, match=r"unit column stride, got torch.float64 on cpu with strides \(800, 800, 1, 20\)"):
+        native.local_moments(_levels((1, 1, 40, 20), 0).transpose(-1, -2), _levels((1, 1, 20, 40), 1), win)
 
 
 def test_only_cpu_float64_maps_outside_autograd_take_the_kernels(compiled: None) -> None:

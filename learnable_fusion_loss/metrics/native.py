@@ -108,6 +108,8 @@ def _build(compiler: list[str]) -> Path:
 
 def _load() -> ctypes.CDLL | None:
     global _library, _reason
+    if _library is not None:  # every metric call asks; no lock once loaded
+        return _library
     with _state_lock:
         if _library is not None or _reason is not None:
             return _library
@@ -159,7 +161,7 @@ def _run_rows(call, rows: int) -> None:
         codes = [call(0, rows)]
     else:
         with _state_lock:
-            if _pool is None or _pool_size != threads:
+            if _pool is None or _pool_size < threads:  # grows with set_num_threads, never churns
                 if _pool is not None:
                     _pool.shutdown(wait=False)
                 _pool, _pool_size = ThreadPoolExecutor(threads, thread_name_prefix="lfl-filter"), threads
@@ -177,7 +179,16 @@ def _ptr(t: Tensor | None) -> int | None:
 _MOMENT_MAPS, _VIF_LOG_SUMS, _SSIM_SUMS = 0, 1, 2  # the kernel's modes (native_filters.c)
 
 
+def _check_maps(*tensors: Tensor) -> None:
+    # The kernels take raw pointers: anything else would be read as garbage.
+    for t in tensors:
+        if t.device.type != "cpu" or t.dtype != torch.float64 or t.stride(-1) != 1:
+            raise ValueError(f"compiled filters need CPU float64 maps with unit column stride, got {t.dtype} "
+                             f"on {t.device} with strides {t.stride()}")
+
+
 def _check_pair(x: Tensor, y: Tensor, taps: int) -> None:
+    _check_maps(x, y)
     if x.dim() != 4 or y.dim() != 4 or y.shape[1] != 1 or x.shape[0] != y.shape[0] or x.shape[2:] != y.shape[2:]:
         raise ValueError(f"local moments expect x [B, S, H, W] and y [B, 1, H, W], got {tuple(x.shape)}, "
                          f"{tuple(y.shape)}")
@@ -258,6 +269,7 @@ def filter_valid(x: Tensor, kernel_1d: Tensor, stride: int = 1) -> Tensor:
     library = _load()
     if library is None:
         raise RuntimeError(f"compiled filters unavailable: {_reason}")
+    _check_maps(x)
     height, width = x.shape[-2:]
     taps = kernel_1d.numel()
     if height < taps or width < taps or stride < 1:
