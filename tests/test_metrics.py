@@ -4,6 +4,7 @@ on real pairs, conventions, batching, input checks and the MMEngine metric."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -72,15 +73,16 @@ def reference_packages() -> None:
 
 
 @pytest.fixture(params=["compiled", "torch"])
-def filter_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+def filter_path(request: pytest.FixtureRequest) -> Iterator[str]:
     """Both ways VIF, SSIM and MS-SSIM filter on CPU: the compiled kernels and the torch path."""
     if request.param == "compiled":
         reason = native.unavailable_reason()
         if reason is not None:
             pytest.skip(f"compiled metric filters unavailable: {reason} (CI has a C compiler)")
+        yield request.param
     else:
-        monkeypatch.setattr(native, "available", lambda *tensors: False)
-    return request.param
+        with native.disabled():
+            yield request.param
 
 
 @pytest.mark.parametrize("rule", ["average", "max"])

@@ -111,6 +111,12 @@ def test_only_cpu_float64_maps_outside_autograd_take_the_kernels(compiled: None)
     assert not native.available(x.float())
     assert not native.available(x.transpose(-1, -2))  # no unit column stride
     assert not native.available(x.clone().requires_grad_())
+    with native.disabled():
+        assert not native.available(x)
+        with native.disabled():
+            pass
+        assert not native.available(x)  # nested blocks restore what was there
+    assert native.available(x)
 
 
 def _fresh_state(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
@@ -123,9 +129,8 @@ def test_a_failing_compiler_falls_back_with_a_warning(monkeypatch: pytest.Monkey
     g = torch.Generator().manual_seed(0)
     a, b = (torch.rand(1, 1, 180, 180, generator=g, dtype=torch.float64) for _ in range(2))
     fused = (a + b) / 2
-    monkeypatch.setattr(native, "available", lambda *tensors: False)
-    torch_path = fusion_metrics(fused, a, b, metrics=["VIF", "SSIM", "MS_SSIM"])
-    monkeypatch.undo()
+    with native.disabled():
+        torch_path = fusion_metrics(fused, a, b, metrics=["VIF", "SSIM", "MS_SSIM"])
 
     _fresh_state(monkeypatch, tmp_path)
     monkeypatch.setenv("CC", "false")  # exists, and fails on every input
@@ -174,9 +179,7 @@ FORMULA_SHAPES = [(2, 2, 60, 57), (1, 1, 41, 44), (3, 2, 45, 50), (1, 2, 43, 47)
 
 
 @pytest.mark.parametrize("shape", FORMULA_SHAPES)
-def test_vif_and_ssim_formulas_in_the_kernel_equal_the_torch_path(
-    compiled: None, monkeypatch: pytest.MonkeyPatch, shape: tuple[int, ...]
-) -> None:
+def test_vif_and_ssim_formulas_in_the_kernel_equal_the_torch_path(compiled: None, shape: tuple[int, ...]) -> None:
     from learnable_fusion_loss.metrics import functional
 
     refs = _structured(shape, seed=shape[-1])
@@ -190,22 +193,22 @@ def test_vif_and_ssim_formulas_in_the_kernel_equal_the_torch_path(
                                                     6.5025, 58.5225, 49 / 48)[1],
     }
     compiled_values = {name: fn() for name, fn in kernel.items()}
-    monkeypatch.setattr(native, "available", lambda *tensors: False)
-    torch_values = {name: fn() for name, fn in kernel.items() if name != "SSIM_7x7_means"}
+    with native.disabled():
+        torch_values = {name: fn() for name, fn in kernel.items() if name != "SSIM_7x7_means"}
     for name, expected in torch_values.items():
         if expected is not None:
             torch.testing.assert_close(compiled_values[name], expected, rtol=1e-13, atol=0, msg=name)
     torch.testing.assert_close(compiled_values["SSIM_7x7_means"], torch_values["SSIM"], rtol=1e-13, atol=0)
 
 
-def test_ms_ssim_levels_in_the_kernel_equal_the_torch_path(compiled: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ms_ssim_levels_in_the_kernel_equal_the_torch_path(compiled: None) -> None:
     from learnable_fusion_loss.metrics import functional
 
     refs = _structured((2, 2, 170, 187), seed=11)  # odd sides at every pooled level
     dist = _structured((2, 1, 170, 187), seed=12)
     got = functional._ms_ssim_levels(refs, dist)
-    monkeypatch.setattr(native, "available", lambda *tensors: False)
-    torch.testing.assert_close(got, functional._ms_ssim_levels(refs, dist), rtol=1e-13, atol=0)
+    with native.disabled():
+        torch.testing.assert_close(got, functional._ms_ssim_levels(refs, dist), rtol=1e-13, atol=0)
 
 
 def test_reduced_sums_do_not_depend_on_the_thread_split(compiled: None) -> None:

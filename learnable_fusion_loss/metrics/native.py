@@ -19,11 +19,12 @@ windows by rounding noise (the tests compare both paths and the reference).
 
 Where no compiler is found, or compiling fails, :func:`available` is false,
 one :class:`RuntimeWarning` says why, and the metrics take the torch path.
-``LFL_NATIVE_METRICS=0`` turns the kernels off.
+``LFL_NATIVE_METRICS=0`` turns the kernels off; :func:`disabled` does for a block.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import os
@@ -35,6 +36,7 @@ import sysconfig
 import tempfile
 import threading
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -43,7 +45,7 @@ from torch import Tensor
 
 from ..compat import cache_dir
 
-__all__ = ["available", "filter_valid", "local_moments", "ssim_means", "unavailable_reason", "vif_log_sums"]
+__all__ = ["available", "disabled", "filter_valid", "local_moments", "ssim_means", "unavailable_reason", "vif_log_sums"]
 
 SOURCE = Path(__file__).with_name("native_filters.c")
 _FLAGS = ("-O3", "-std=gnu11", "-ffp-contract=fast", "-fPIC", "-shared")
@@ -54,6 +56,7 @@ _library: ctypes.CDLL | None = None
 _reason: str | None = None  # why the kernels are unavailable; None while untried or loaded
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
+_disabled = False  # see disabled()
 
 
 def _reset_after_fork() -> None:
@@ -142,9 +145,23 @@ def unavailable_reason() -> str | None:
     return _reason
 
 
+@contextlib.contextmanager
+def disabled() -> Iterator[None]:
+    """Within the block (in every thread) the metrics take the torch path, e.g. to
+    time or compare the two paths, as ``benchmarks/metrics.py`` does."""
+    global _disabled
+    previous, _disabled = _disabled, True
+    try:
+        yield
+    finally:
+        _disabled = previous
+
+
 def available(*tensors: Tensor) -> bool:
     """Whether the kernels can filter ``tensors``: CPU float64 maps with unit column
-    stride, outside autograd (the kernels have no backward)."""
+    stride, outside autograd (the kernels have no backward), and not :func:`disabled`."""
+    if _disabled:
+        return False
     for t in tensors:
         if t.device.type != "cpu" or t.dtype != torch.float64 or t.stride(-1) != 1:
             return False
