@@ -1,6 +1,7 @@
-"""The compiled float64 filters behind VIF, SSIM and MS-SSIM (metrics.native):
-against float64 conv2d, across strides, tails, threads and strided inputs, and the
-fallback when no compiler works."""
+"""The compiled float64 filters behind VIF, SSIM and MS-SSIM (metrics.native): the
+moments against float64 conv2d, the in-kernel VIF and SSIM formulas against the
+torch path, across strides, row tails, thread splits, strided inputs and forked
+children, and the fallback when no compiler works."""
 
 from __future__ import annotations
 
@@ -226,3 +227,30 @@ def test_reduced_sums_do_not_depend_on_the_thread_split(compiled: None) -> None:
     for other in results[1:]:
         for a, b in zip(results[0], other):
             assert torch.equal(a, b)
+
+
+def _vif_sums_in_child(refs: torch.Tensor, dist: torch.Tensor, queue) -> None:
+    win = _gaussian_1d(11, 1.5, refs)
+    queue.put([t.tolist() for t in native.vif_log_sums(refs, dist, win, 2.0, 1e-10)])
+
+
+def test_a_forked_child_gets_its_own_threads(compiled: None) -> None:
+    import multiprocessing
+    import queue as queues
+
+    refs, dist = _structured((2, 2, 300, 300), seed=7), _structured((2, 1, 300, 300), seed=8)
+    parent = native.vif_log_sums(refs, dist, _gaussian_1d(11, 1.5, refs), 2.0, 1e-10)  # the pool now has threads
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    child = context.Process(target=_vif_sums_in_child, args=(refs, dist, results))
+    child.start()
+    try:
+        got = results.get(timeout=60)  # the inherited pool has no threads: it would wait forever
+    except queues.Empty:
+        pytest.fail("the compiled filters hung in a forked child")
+    finally:
+        child.join(10)
+        if child.is_alive():
+            child.kill()
+    for value, expected in zip(got, parent):
+        assert torch.equal(torch.tensor(value, dtype=torch.float64), expected)

@@ -65,7 +65,8 @@ def _reset_after_fork() -> None:
     _pool, _pool_size = None, 0
 
 
-os.register_at_fork(after_in_child=_reset_after_fork)
+if hasattr(os, "register_at_fork"):  # POSIX only
+    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def _compiler() -> list[str] | None:
