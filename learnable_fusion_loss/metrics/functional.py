@@ -52,6 +52,14 @@ pixel moments, shared by the four (see ``_IntegerMoments``). On CPU, VIF, SSIM a
 MS-SSIM filter with the compiled kernels of :mod:`.native` when a C compiler is
 there (the same sums in another order), else with banded GEMMs in torch.
 
+Why not torchmetrics or kornia (measured by ``benchmarks/metric_libraries.py``):
+torchmetrics' VIF is the same vifp but ~70× slower on CPU; its SSIM and MS-SSIM,
+and kornia's SSIM, follow other window and border conventions (0.4–5 % from the
+evaluators); its MI is sklearn's in float32 and slower; ``pearson_corrcoef`` gives the
+same CC (and SCD), which here come from the integer moments shared with SD and
+PSNR. EN, SF, AG (``np.gradient``), Qabf, Nabf and the evaluators' PSNR (peak
+``max(F)``) have no equivalent there.
+
 Colour fused images are compared through their BT.601 luma ``0.299 R + 0.587 G +
 0.114 B`` rounded to grey levels (the evaluators read files with OpenCV's
 ``COLOR_BGR2GRAY``); see :func:`to_grey_levels`.
