@@ -164,11 +164,21 @@ def available(*tensors: Tensor) -> bool:
     if _disabled:
         return False
     for t in tensors:
-        if t.device.type != "cpu" or t.dtype != torch.float64 or t.stride(-1) != 1:
-            return False
-        if t.requires_grad and torch.is_grad_enabled():
+        if not _readable(t) or (t.requires_grad and torch.is_grad_enabled()):
             return False
     return _load() is not None
+
+
+def _readable(t: Tensor) -> bool:
+    """What the kernels can read through a raw pointer: CPU float64, unit column stride."""
+    return t.device.type == "cpu" and t.dtype == torch.float64 and t.stride(-1) == 1
+
+
+def _loaded() -> ctypes.CDLL:
+    library = _load()
+    if library is None:
+        raise RuntimeError(f"compiled filters unavailable: {_reason}")
+    return library
 
 
 def _run_rows(call, rows: int) -> None:
@@ -200,29 +210,29 @@ _MOMENT_MAPS, _VIF_LOG_SUMS, _SSIM_SUMS = 0, 1, 2  # the kernel's modes (native_
 def _check_maps(*tensors: Tensor) -> None:
     # The kernels take raw pointers: anything else would be read as garbage.
     for t in tensors:
-        if t.device.type != "cpu" or t.dtype != torch.float64 or t.stride(-1) != 1:
+        if not _readable(t):
             raise ValueError(f"compiled filters need CPU float64 maps with unit column stride, got {t.dtype} "
                              f"on {t.device} with strides {t.stride()}")
 
 
-def _check_pair(x: Tensor, y: Tensor, taps: int) -> None:
+def _check_pair(x: Tensor, y: Tensor, taps: int) -> tuple[int, int]:
+    """Validate a moments call; returns the 'valid' output size ``(Ho, Wo)``."""
     _check_maps(x, y)
     if x.dim() != 4 or y.dim() != 4 or y.shape[1] != 1 or x.shape[0] != y.shape[0] or x.shape[2:] != y.shape[2:]:
         raise ValueError(f"local moments expect x [B, S, H, W] and y [B, 1, H, W], got {tuple(x.shape)}, "
                          f"{tuple(y.shape)}")
     if x.shape[2] < taps or x.shape[3] < taps:
         raise ValueError(f"a {taps}x{taps} window does not fit in {x.shape[2]}x{x.shape[3]} maps")
+    return x.shape[2] - taps + 1, x.shape[3] - taps + 1
 
 
 def _moments_kernel(x: Tensor, y: Tensor, kernel_1d: Tensor, mode: int, params: tuple[float, ...] = (),
                     maps: tuple[Tensor | None, ...] = (None,) * 5) -> Tensor | None:
-    """Run ``lfl_local_moments`` over all output rows; returns the per-row sums
-    ``[B, S, 2]`` (summed over rows) in the reducing modes, ``None`` for the maps."""
-    library = _load()
-    if library is None:
-        raise RuntimeError(f"compiled filters unavailable: {_reason}")
+    """Run ``lfl_local_moments`` over all output rows of maps that passed
+    :func:`_check_pair`; returns the per-row sums ``[B, S, 2]`` (summed over rows) in
+    the reducing modes, ``None`` for the maps."""
+    library = _loaded()
     taps = kernel_1d.numel()
-    _check_pair(x, y, taps)
     batch, channels, height, width = x.shape
     out_h = height - taps + 1
     weights = kernel_1d.to(torch.float64).contiguous()
@@ -247,10 +257,8 @@ def local_moments(x: Tensor, y: Tensor, kernel_1d: Tensor, means: bool = True
     ``y`` [B, 1, H, W], each as E[·] − products of means, like
     :func:`.functional._local_moments` but not transposed. ``means=False`` returns
     ``None`` for ``μx, μy`` (not written). Check :func:`available` first."""
-    taps = kernel_1d.numel()
-    _check_pair(x, y, taps)
-    batch, channels, height, width = x.shape
-    out_h, out_w = height - taps + 1, width - taps + 1
+    out_h, out_w = _check_pair(x, y, kernel_1d.numel())
+    batch, channels = x.shape[:2]
     var_x = x.new_empty(batch, channels, out_h, out_w)
     cov = torch.empty_like(var_x)
     var_y = x.new_empty(batch, 1, out_h, out_w)
@@ -265,6 +273,7 @@ def vif_log_sums(reference: Tensor, distorted: Tensor, kernel_1d: Tensor, sigma_
     """One VIF scale without moment maps: ``Σ log10(1 + g²σ1²/(sv² + σn²))`` and
     ``Σ log10(1 + σ1²/σn²)`` over the 'valid' map, each [B, S], with the masks of
     :func:`.functional._vif_levels` (reference [B, S, H, W], distorted [B, 1, H, W])."""
+    _check_pair(reference, distorted, kernel_1d.numel())
     sums = _moments_kernel(reference, distorted, kernel_1d, _VIF_LOG_SUMS, (sigma_nsq, eps))
     return sums[..., 0], sums[..., 1]
 
@@ -275,8 +284,9 @@ def ssim_means(x: Tensor, y: Tensor, kernel_1d: Tensor, c1: float, c2: float, co
     ``cs = (2σxy + c2)/(σx² + σy² + c2)`` and of SSIM itself
     ``(2μxμy + c1)(2σxy + c2)/((μx² + μy² + c1)(σx² + σy² + c2))``, each [B, S], every
     σ scaled by ``cov_norm``; no moment map is written."""
+    out_h, out_w = _check_pair(x, y, kernel_1d.numel())
     sums = _moments_kernel(x, y, kernel_1d, _SSIM_SUMS, (c1, c2, cov_norm))
-    area = (x.shape[2] - kernel_1d.numel() + 1) * (x.shape[3] - kernel_1d.numel() + 1)
+    area = out_h * out_w
     return sums[..., 0] / area, sums[..., 1] / area
 
 
@@ -284,9 +294,7 @@ def filter_valid(x: Tensor, kernel_1d: Tensor, stride: int = 1) -> Tensor:
     """Separable 'valid' correlation of ``x`` [..., H, W] with a 1-D kernel, keeping
     every ``stride``-th row and column (``filtered[..., ::stride, ::stride]``), not
     transposed. Check :func:`available` first."""
-    library = _load()
-    if library is None:
-        raise RuntimeError(f"compiled filters unavailable: {_reason}")
+    library = _loaded()
     _check_maps(x)
     height, width = x.shape[-2:]
     taps = kernel_1d.numel()
