@@ -20,3 +20,13 @@ def data_root() -> Path:
     if not DATA_ROOT.is_dir():
         pytest.fail(f"real test data not found at {DATA_ROOT} (set LFL_DATA_ROOT)")
     return DATA_ROOT
+
+
+@pytest.fixture(scope="session")
+def compiled_filters() -> None:
+    """Skip (with the reason) where the metrics' compiled filters cannot be built."""
+    from learnable_fusion_loss.metrics import native
+
+    reason = native.unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"compiled metric filters unavailable: {reason} (CI has a C compiler)")

@@ -15,13 +15,6 @@ from learnable_fusion_loss.metrics import fusion_metrics, native
 from learnable_fusion_loss.metrics.functional import _gaussian_1d
 
 
-@pytest.fixture(scope="module")
-def compiled() -> None:
-    reason = native.unavailable_reason()
-    if reason is not None:
-        pytest.skip(f"compiled metric filters unavailable: {reason} (CI has a C compiler)")
-
-
 def _levels(shape: tuple[int, ...], seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, 256, shape, generator=g).double()
@@ -45,7 +38,7 @@ SHAPES = [(2, 2, 40, 37), (1, 1, 17, 17), (1, 2, 23, 8), (3, 1, 30, 24), (1, 2, 
 
 @pytest.mark.parametrize(("shape", "taps"),
                          [(shape, taps) for shape in SHAPES for taps in (3, 7, 11, 17) if min(shape[-2:]) >= taps])
-def test_local_moments_equal_conv2d(compiled: None, shape: tuple[int, ...], taps: int) -> None:
+def test_local_moments_equal_conv2d(compiled_filters: None, shape: tuple[int, ...], taps: int) -> None:
     x = _levels(shape, seed=taps)
     y = _levels((shape[0], 1, *shape[2:]), seed=taps + 1)
     win = _gaussian_1d(taps, taps / 5.0, x) if taps != 7 else torch.full((7,), 1 / 7, dtype=torch.float64)
@@ -65,7 +58,7 @@ def test_local_moments_equal_conv2d(compiled: None, shape: tuple[int, ...], taps
 
 @pytest.mark.parametrize("stride", [1, 2, 3])
 @pytest.mark.parametrize("shape", [(2, 3, 41, 38), (1, 17, 9), (20, 25)])
-def test_filter_valid_equals_strided_conv2d(compiled: None, stride: int, shape: tuple[int, ...]) -> None:
+def test_filter_valid_equals_strided_conv2d(compiled_filters: None, stride: int, shape: tuple[int, ...]) -> None:
     x = _levels(shape, seed=stride)
     win = _gaussian_1d(9, 1.8, x)
     got = native.filter_valid(x, win, stride)
@@ -74,7 +67,7 @@ def test_filter_valid_equals_strided_conv2d(compiled: None, stride: int, shape: 
     _close(got, expected, 255.0)
 
 
-def test_strided_views_and_thread_counts_give_identical_values(compiled: None) -> None:
+def test_strided_views_and_thread_counts_give_identical_values(compiled_filters: None) -> None:
     base = _levels((2, 2, 70, 90), seed=5)
     x = base[:, :, 3:, 5:]  # unit column stride, row stride 90: read in place
     y = _levels((2, 1, 67, 85), seed=6)
@@ -92,7 +85,7 @@ def test_strided_views_and_thread_counts_give_identical_values(compiled: None) -
         assert torch.equal(a, b) and torch.equal(a, c)  # each row's sums do not depend on the split
 
 
-def test_bad_shapes_are_refused_with_sizes(compiled: None) -> None:
+def test_bad_shapes_are_refused_with_sizes(compiled_filters: None) -> None:
     win = _gaussian_1d(11, 1.5, torch.zeros(1, dtype=torch.float64))
     with pytest.raises(ValueError, match="11x11 window does not fit in 10x40"):
         native.local_moments(_levels((1, 1, 10, 40), 0), _levels((1, 1, 10, 40), 1), win)
@@ -106,7 +99,7 @@ def test_bad_shapes_are_refused_with_sizes(compiled: None) -> None:
         native.local_moments(_levels((1, 1, 40, 20), 0).transpose(-1, -2), _levels((1, 1, 20, 40), 1), win)
 
 
-def test_only_cpu_float64_maps_outside_autograd_take_the_kernels(compiled: None) -> None:
+def test_only_cpu_float64_maps_outside_autograd_take_the_kernels(compiled_filters: None) -> None:
     x = _levels((1, 1, 20, 20), 0)
     assert native.available(x)
     assert not native.available(x.float())
@@ -124,6 +117,7 @@ def _fresh_state(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     monkeypatch.setattr(native, "_library", None)
     monkeypatch.setattr(native, "_reason", None)
     monkeypatch.setenv("LFL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("LFL_NATIVE_METRICS", raising=False)  # a user's switch would hide what is tested
 
 
 def test_a_failing_compiler_falls_back_with_a_warning(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
@@ -153,7 +147,7 @@ def test_the_environment_switch_turns_the_kernels_off_quietly(monkeypatch: pytes
     assert native.unavailable_reason() == "disabled by LFL_NATIVE_METRICS"
 
 
-def test_the_library_is_built_once_into_the_cache(compiled: None, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+def test_the_library_is_built_once_into_the_cache(compiled_filters: None, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     _fresh_state(monkeypatch, tmp_path)
     assert native.available(_levels((1, 1, 20, 20), 0))
     (built,) = (tmp_path / "cache" / "kernels").glob("native_filters_*.so")
@@ -180,7 +174,7 @@ FORMULA_SHAPES = [(2, 2, 60, 57), (1, 1, 41, 44), (3, 2, 45, 50), (1, 2, 43, 47)
 
 
 @pytest.mark.parametrize("shape", FORMULA_SHAPES)
-def test_vif_and_ssim_formulas_in_the_kernel_equal_the_torch_path(compiled: None, shape: tuple[int, ...]) -> None:
+def test_vif_and_ssim_formulas_in_the_kernel_equal_the_torch_path(compiled_filters: None, shape: tuple[int, ...]) -> None:
     from learnable_fusion_loss.metrics import functional
 
     refs = _structured(shape, seed=shape[-1])
@@ -202,7 +196,7 @@ def test_vif_and_ssim_formulas_in_the_kernel_equal_the_torch_path(compiled: None
     torch.testing.assert_close(compiled_values["SSIM_7x7_means"], torch_values["SSIM"], rtol=1e-13, atol=0)
 
 
-def test_ms_ssim_levels_in_the_kernel_equal_the_torch_path(compiled: None) -> None:
+def test_ms_ssim_levels_in_the_kernel_equal_the_torch_path(compiled_filters: None) -> None:
     from learnable_fusion_loss.metrics import functional
 
     refs = _structured((2, 2, 170, 187), seed=11)  # odd sides at every pooled level
@@ -212,7 +206,7 @@ def test_ms_ssim_levels_in_the_kernel_equal_the_torch_path(compiled: None) -> No
         torch.testing.assert_close(got, functional._ms_ssim_levels(refs, dist), rtol=1e-13, atol=0)
 
 
-def test_reduced_sums_do_not_depend_on_the_thread_split(compiled: None) -> None:
+def test_reduced_sums_do_not_depend_on_the_thread_split(compiled_filters: None) -> None:
     refs, dist = _structured((2, 2, 90, 75), seed=3), _structured((2, 1, 90, 75), seed=4)
     win = _gaussian_1d(9, 1.8, refs)
     threads = torch.get_num_threads()
@@ -234,7 +228,7 @@ def _vif_sums_in_child(refs: torch.Tensor, dist: torch.Tensor, queue) -> None:
     queue.put([t.tolist() for t in native.vif_log_sums(refs, dist, win, 2.0, 1e-10)])
 
 
-def test_a_forked_child_gets_its_own_threads(compiled: None) -> None:
+def test_a_forked_child_gets_its_own_threads(compiled_filters: None) -> None:
     import multiprocessing
     import queue as queues
 
