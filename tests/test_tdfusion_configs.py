@@ -98,9 +98,10 @@ def test_every_config_is_covered():
     assert len(CONFIGS) >= 15
     for name in ("tdfusion_segformer_msrs.py", "tdfusion_segformer_fmb.py",
                  "tdfusion_yolov8_m3fd.py", "tdfusion_yolov8_llvip.py",
-                 "tdfusion_yolov8_msrsdet_mini.py", "tdfusion_segformer_msrsweak_mini.py"):
+                 "tdfusion_yolov8_msrsdet_mini.py", "tdfusion_segformer_msrsweak_mini.py",
+                 "tdfusion_yolov8_msrsdet_cpu.py", "ablation1_fixed_weights_msrsdet_cpu.py"):
         assert name in CONFIGS
-    assert sum(n.startswith("ablation") for n in CONFIGS) == 5
+    assert sum(n.startswith("ablation") and n.endswith("_mini.py") for n in CONFIGS) == 5
     assert sum(n.startswith("baseline") for n in CONFIGS) == 4
 
 
@@ -119,7 +120,7 @@ def test_config_builds(name, tmp_path, fixture_root, data_root):
     assert isinstance(loop, MetaFusionTrainLoop) and isinstance(loop.dataloader, EpochPlan)
     plan = loop.dataloader
     assert len(plan) == plan.meta_steps + plan.fusion_steps > 0
-    assert loop.max_iters == cfg.train_cfg.max_epochs * len(plan)
+    assert loop.max_iters == plan.warmup_iters + cfg.train_cfg.max_epochs * len(plan)
     optim = runner.build_optim_wrapper(cfg.optim_wrapper)
     assert isinstance(optim, OptimWrapperDict)
     expected = {k for k, v in cfg.optim_wrapper.items() if k != "constructor" and v is not None}
@@ -150,6 +151,10 @@ def test_config_builds(name, tmp_path, fixture_root, data_root):
         for key in ("fusion", "generator", "task"):
             assert cfg.optim_wrapper[key].optimizer.type == "Adam"
             assert cfg.optim_wrapper[key].optimizer.lr == 1e-4
+    if not name.endswith("_cpu.py"):  # the warm-ups are off in every paper and mini config
+        assert plan.warmup_iters == 0
+    else:
+        assert plan.fusion_warmup_steps > 0 and plan.task_warmup_steps > 0
     if name == "tdfusion_segformer_msrs_official.py":
         assert cfg.train_cfg.max_epochs == 40
         assert cfg.param_scheduler[0].type == "StepLR" and cfg.param_scheduler[0].step_size == 10

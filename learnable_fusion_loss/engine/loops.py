@@ -14,6 +14,14 @@ iterations (the *epoch plan*), a pure function of ``(seed, e, rank)``:
 ``schedule='interleaved'`` (ablation IV, no separate fusion phase) runs ``M``
 iterations that each do a meta step and then a fusion step on the meta-train batch.
 
+Optional warm-ups (off by default, and off in the paper configs) run once, before
+the first epoch: ``fusion_warmup_steps`` iterations of F alone on the loss with
+fixed ½–½ weights (G and T untouched), then ``task_warmup_steps`` iterations of T
+alone on ``task_warmup_source`` (a source, both sources, a fixed rule's fused
+image, or F's output). They count as runner iterations (so checkpoints and resume
+cover them) but belong to no epoch: epoch ``e`` starts at iteration
+``warmup_iters + e * iters_per_epoch``.
+
 Because the plan is deterministic and every sample is loaded under its own seed
 (derived from ``(seed, epoch, iteration, slot)``, so random crops do not depend on
 worker processes or on where a run started), a run resumed from an iteration
@@ -44,6 +52,9 @@ from ..registry import LOOPS
 __all__ = ["MetaFusionTrainLoop", "EpochPlan", "IterationPlan", "SeededSamples", "SCHEDULES"]
 
 SCHEDULES: tuple[str, ...] = ("phased", "interleaved")
+
+#: Seed word of the warm-up shuffles (no epoch has this index).
+_WARMUP_EPOCH = 2**31 - 1
 
 #: Message-hub scalars that survive a phase change (timing for the ETA; learning rates
 #: are rewritten before every iteration anyway).
@@ -112,6 +123,10 @@ class EpochPlan:
         fusion_steps: N; ``None`` = one pass over the (local) training set.
         schedule: ``"phased"`` (paper) or ``"interleaved"`` (ablation IV).
         seed: base seed of the shuffles and of the per-sample seeds.
+        fusion_warmup_steps: iterations of F alone (½–½ loss) before epoch 0.
+        task_warmup_steps: iterations of T alone before epoch 0 (after F's warm-up).
+        task_warmup_source: what T sees in its warm-up (see
+            :data:`~learnable_fusion_loss.meta.TASK_WARMUP_SOURCES`).
     """
 
     def __init__(
@@ -121,11 +136,28 @@ class EpochPlan:
         fusion_steps: int | None,
         schedule: str,
         seed: int,
+        fusion_warmup_steps: int = 0,
+        task_warmup_steps: int = 0,
+        task_warmup_source: str = "both",
     ) -> None:
+        from ..meta import TASK_WARMUP_SOURCES
+
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
         if meta_steps < 0 or (fusion_steps is not None and fusion_steps < 0):
             raise ValueError(f"meta_steps and fusion_steps must be >= 0, got {meta_steps}, {fusion_steps}")
+        for name, value in (("fusion_warmup_steps", fusion_warmup_steps),
+                            ("task_warmup_steps", task_warmup_steps)):
+            if int(value) != value or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        if task_warmup_source not in TASK_WARMUP_SOURCES:
+            raise ValueError(
+                f"task_warmup_source must be one of {TASK_WARMUP_SOURCES}, got {task_warmup_source!r}"
+            )
+        self.fusion_warmup_steps = int(fusion_warmup_steps)
+        self.task_warmup_steps = int(task_warmup_steps)
+        self.task_warmup_source = task_warmup_source
+        self.warmup_iters = self.fusion_warmup_steps + self.task_warmup_steps
         self.template = template
         self.dataset = template.dataset
         self.batch_size = int(template.batch_size or 1)
@@ -182,6 +214,9 @@ class EpochPlan:
             "dataset_len": len(self.dataset),  # type: ignore[arg-type]
             "world_size": self.world_size,
             "seed": self.seed,
+            "fusion_warmup_steps": self.fusion_warmup_steps,
+            "task_warmup_steps": self.task_warmup_steps,
+            "task_warmup_source": self.task_warmup_source,
         }
 
     # ------------------------------------------------------------- planning
@@ -214,22 +249,44 @@ class EpochPlan:
                     self._keys(epoch, it, 0, meta_train[k * b : (k + 1) * b]),
                     self._keys(epoch, it, 1, meta_test[k * b : (k + 1) * b]),
                 ]))
-        stream = 1
-        order: list[int] = []
-        for _ in range(self.fusion_steps):
+        return plans + self._pass_plans(epoch, 1, len(plans), self.fusion_steps, "fusion")
+
+    def _pass_plans(
+        self, epoch: int, first_stream: int, first_iteration: int, count: int, phase: str
+    ) -> list[IterationPlan]:
+        """``count`` one-batch iterations over fresh shuffles of the training set."""
+        b = self.batch_size
+        plans: list[IterationPlan] = []
+        stream, order = first_stream, []
+        for k in range(count):
             if not order:
                 order = self._local_permutation(epoch, stream=stream)
                 stream += 1
                 if self.drop_last:
                     order = order[: (len(order) // b) * b]
-            it = len(plans)
-            plans.append(IterationPlan("fusion", [self._keys(epoch, it, 0, order[:b])]))
+            keys = self._keys(epoch, first_iteration + k, 0, order[:b])
+            plans.append(IterationPlan(phase, [keys]))
             order = order[b:]
         return plans
 
+    def warmup_plan(self) -> list[IterationPlan]:
+        """The warm-up iterations: F's (``fusion_warmup``), then T's (``task_warmup``)."""
+        fusion = self._pass_plans(_WARMUP_EPOCH, 1, 0, self.fusion_warmup_steps, "fusion_warmup")
+        task = self._pass_plans(_WARMUP_EPOCH, 1_000, len(fusion), self.task_warmup_steps, "task_warmup")
+        return fusion + task
+
+    def iterate_warmup(self, start: int = 0) -> Iterator[tuple[int, str, dict[str, Any]]]:
+        """``(iteration index, phase, data)`` for warm-up iterations ``start..``."""
+        return self._iterate(self.warmup_plan(), _WARMUP_EPOCH, start)
+
     def iterate(self, epoch: int, start: int = 0) -> Iterator[tuple[int, str, dict[str, Any]]]:
         """``(iteration index, phase, data)`` for iterations ``start..`` of ``epoch``."""
-        plans = self.plan(epoch)[start:]
+        return self._iterate(self.plan(epoch), epoch, start)
+
+    def _iterate(
+        self, all_plans: list[IterationPlan], epoch: int, start: int
+    ) -> Iterator[tuple[int, str, dict[str, Any]]]:
+        plans = all_plans[start:]
         if not plans:
             return
         batches = [batch for plan in plans for batch in plan.batches]
@@ -246,8 +303,10 @@ class EpochPlan:
         stream = iter(loader)
         for offset, plan in enumerate(plans):
             loaded = [next(stream) for _ in plan.batches]
-            if plan.phase == "fusion":
-                data = {"phase": "fusion", "inputs": loaded[0]}
+            if plan.phase == "task_warmup":
+                data = {"phase": plan.phase, "inputs": loaded[0], "source": self.task_warmup_source}
+            elif plan.phase in ("fusion", "fusion_warmup"):
+                data = {"phase": plan.phase, "inputs": loaded[0]}
             else:
                 data = {"phase": plan.phase, "meta_train": loaded[0], "meta_test": loaded[1]}
             yield start + offset, plan.phase, data
@@ -267,6 +326,12 @@ class MetaFusionTrainLoop(BaseLoop):
         schedule: ``"phased"`` (Algorithm 1) or ``"interleaved"`` (ablation IV).
         val_begin: first epoch after which the validation loop runs.
         val_interval: validate every this many epochs (and after the last one).
+        fusion_warmup_steps: K iterations of F alone on the fixed ½–½ loss before
+            the first meta phase (0: off, as in the paper).
+        task_warmup_steps: K iterations of T alone before the first meta phase,
+            after F's warm-up (0: off, as in the paper).
+        task_warmup_source: T's warm-up input: ``"a"``, ``"b"``, ``"both"`` (a step on
+            each), ``"mean"``, ``"max"`` or ``"fused"`` (F's output).
     """
 
     def __init__(
@@ -279,15 +344,20 @@ class MetaFusionTrainLoop(BaseLoop):
         schedule: str = "phased",
         val_begin: int = 1,
         val_interval: int = 1,
+        fusion_warmup_steps: int = 0,
+        task_warmup_steps: int = 0,
+        task_warmup_source: str = "both",
     ) -> None:
         super().__init__(runner, dataloader)
         if int(max_epochs) != max_epochs or max_epochs < 1:
             raise ValueError(f"max_epochs must be a positive integer, got {max_epochs}")
         template = self.dataloader
         seed = runner.seed if runner.seed is not None else 0
-        self.dataloader = EpochPlan(template, meta_steps, fusion_steps, schedule, seed)
+        self.dataloader = EpochPlan(template, meta_steps, fusion_steps, schedule, seed,
+                                    fusion_warmup_steps, task_warmup_steps, task_warmup_source)
         self._max_epochs = int(max_epochs)
-        self._max_iters = self._max_epochs * len(self.dataloader)
+        self.warmup_iters = self.dataloader.warmup_iters
+        self._max_iters = self.warmup_iters + self._max_epochs * len(self.dataloader)
         self._epoch = 0
         self._iter = 0
         self.val_begin = val_begin
@@ -337,6 +407,8 @@ class MetaFusionTrainLoop(BaseLoop):
         """Train until ``max_epochs``; resumes at ``runner.iter`` inside its epoch."""
         self.runner.call_hook("before_train")
         self._clear_phase_scalars()
+        if self._iter < self.warmup_iters and not self.stop_training:
+            self.run_warmup()
         while self._epoch < self._max_epochs and not self.stop_training:
             self.run_epoch()
             if (
@@ -348,8 +420,24 @@ class MetaFusionTrainLoop(BaseLoop):
         self.runner.call_hook("after_train")
         return self.runner.model
 
+    def run_warmup(self) -> None:
+        """F's and T's warm-ups (no epoch: ``runner.epoch`` stays 0); resumes inside them.
+
+        ``before_train_epoch`` hooks run (timers, runtime info), ``after_train_epoch``
+        hooks do not: epoch-based schedulers and checkpoints do not count the warm-up.
+        """
+        self.runner.call_hook("before_train_epoch")
+        self.runner.model.train()
+        self.current_phase = None
+        for idx, phase, data in self.dataloader.iterate_warmup(self._iter):
+            if phase != self.current_phase:
+                self._enter_phase(phase, idx)
+            self.run_iter(idx, data)
+            if self.stop_training:
+                break
+
     def run_epoch(self) -> None:
-        start = self._iter - self._epoch * self.iters_per_epoch
+        start = self._iter - self.warmup_iters - self._epoch * self.iters_per_epoch
         if not 0 <= start <= self.iters_per_epoch:
             raise RuntimeError(
                 f"iteration {self._iter} is not inside epoch {self._epoch} of "
@@ -379,12 +467,15 @@ class MetaFusionTrainLoop(BaseLoop):
             "meta": f"{plan.meta_steps} meta steps (inner step of F, T', outer step of G)",
             "fusion": f"{plan.fusion_steps} fusion steps (F on L_f with G frozen, T on L_t)",
             "interleaved": f"{plan.meta_steps} interleaved meta + fusion steps",
+            "fusion_warmup": f"{plan.fusion_warmup_steps} steps of F alone on the fixed 1/2-1/2 loss",
+            "task_warmup": f"{plan.task_warmup_steps} steps of T alone on {plan.task_warmup_source!r}",
         }[phase]
-        print_log(
-            f"Epoch {self._epoch + 1}/{self._max_epochs}: {phase} phase from iteration "
-            f"{idx + 1}/{plan.iters_per_epoch}: {counts}",
-            logger="current",
-        )
+        if phase.endswith("_warmup"):
+            where = f"Warm-up: {phase} from iteration {idx + 1}/{plan.warmup_iters}"
+        else:
+            where = (f"Epoch {self._epoch + 1}/{self._max_epochs}: {phase} phase from iteration "
+                     f"{idx + 1}/{plan.iters_per_epoch}")
+        print_log(f"{where}: {counts}", logger="current")
         self.current_phase = phase
         self._clear_phase_scalars()
 

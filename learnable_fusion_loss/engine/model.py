@@ -18,6 +18,8 @@ A training iteration receives one of three data dicts from
     {"phase": "meta",        "meta_train": batch, "meta_test": batch}   # updates G
     {"phase": "fusion",      "inputs": batch}                           # updates F, T
     {"phase": "interleaved", "meta_train": batch, "meta_test": batch}   # G, then F/T
+    {"phase": "fusion_warmup", "inputs": batch}                         # F only, ½–½ loss
+    {"phase": "task_warmup", "inputs": batch, "source": "both"}        # T only
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from mmengine.registry import MODEL_WRAPPERS, OPTIM_WRAPPER_CONSTRUCTORS
 from torch import Tensor, nn
 
 from ..losses import LearnableLoss
-from ..meta import FusionBatch, MetaLossLearner
+from ..meta import FusionBatch, MetaLossLearner, task_warmup_step
 from ..registry import MODELS
 from ..tasks.base import CallableTask, TaskAdapter
 
@@ -57,7 +59,7 @@ DEFAULT_DATA_KEYS: dict[str, str | list[str]] = {
     "task_b": "vi_task",
 }
 
-PHASES: tuple[str, ...] = ("meta", "fusion", "interleaved")
+PHASES: tuple[str, ...] = ("meta", "fusion", "interleaved", "fusion_warmup", "task_warmup")
 
 #: Learner options a config may set (everything but the nets and the optimisers).
 _LEARNER_OPTIONS = (
@@ -336,10 +338,17 @@ class MetaFusionModel(BaseModel):
         phase = data.get("phase") if isinstance(data, Mapping) else None
         if phase not in PHASES:
             raise ValueError(f"data['phase'] must be one of {PHASES}, got {phase!r}")
+        if phase == "task_warmup":
+            batch = self._preprocess(data["inputs"], True)
+            return self._rename(task_warmup_step(self.task, self.fusion_net, batch, data.get("source", "both")))
         if learner is None:
             if phase != "fusion":
-                raise RuntimeError("a fixed fusion net (no parameters) has no meta phase: set meta_steps=0")
+                raise RuntimeError(
+                    f"a fixed fusion net (no parameters) has no {phase} phase: set meta_steps=0"
+                    + (" and fusion_warmup_steps=0" if phase == "fusion_warmup" else ""))
             return self._rename(self._task_only_step(self._preprocess(data["inputs"], True)))
+        if phase == "fusion_warmup":
+            return self._rename(learner.fusion_warmup_step(self._preprocess(data["inputs"], True)))
         if phase == "fusion":
             return self._rename(learner.fusion_step(self._preprocess(data["inputs"], True)))
         meta_train = self._preprocess(data["meta_train"], True)

@@ -2,6 +2,15 @@
 
 from .batch import FusionBatch
 from .inner import BACKENDS, FreshAdamError, InnerStep
-from .learner import Hypergradient, MetaLossLearner
+from .learner import TASK_WARMUP_SOURCES, Hypergradient, MetaLossLearner, task_warmup_step
 
-__all__ = ["FusionBatch", "InnerStep", "FreshAdamError", "BACKENDS", "MetaLossLearner", "Hypergradient"]
+__all__ = [
+    "FusionBatch",
+    "InnerStep",
+    "FreshAdamError",
+    "BACKENDS",
+    "MetaLossLearner",
+    "Hypergradient",
+    "TASK_WARMUP_SOURCES",
+    "task_warmup_step",
+]

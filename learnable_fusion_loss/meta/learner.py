@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from torch.autograd import forward_ad
 
 from ..losses.learnable import LearnableLoss, LossOutput
+from ..generators.simple import ConstantWeights
 from ..tasks.base import TaskAdapter, as_task
 from .batch import FusionBatch
 from .inner import Backend, InnerOptimizer, InnerStep, bind_weights
@@ -292,12 +293,21 @@ class MetaLossLearner:
                     param.add_(grad, alpha=-self.outer_lr / scale)
 
     # ------------------------------------------------------------ fusion step
-    def fusion_step(self, batch: FusionBatch) -> dict[str, float]:
-        """F on ``L_f`` (G frozen) [+ λ L_t], then T on detached fused images."""
+    def fusion_step(
+        self, batch: FusionBatch, loss_params: Tensor | None = None, train_task: bool = True
+    ) -> dict[str, float]:
+        """F on ``L_f`` (G frozen) [+ λ L_t], then T on detached fused images.
+
+        Args:
+            batch: the training batch.
+            loss_params: fixed loss parameters instead of G's (G is then not run);
+                :meth:`fusion_warmup_step` passes uniform weights.
+            train_task: also take T's step on the fused task view (Algorithm 1).
+        """
         self.fusion_net.train()
         self.fusion_optimizer.zero_grad(set_to_none=True)
         fused = self.fusion_net(batch.a, batch.b)
-        output = self.loss(fused, batch.a, batch.b, detach_params=True)
+        output = self.loss(fused, batch.a, batch.b, params=loss_params, detach_params=True)
         total = output.loss
         stats = {f"{k}": float(v.detach()) for k, v in output.terms.items()}
         stats["loss_fusion"] = stats.pop("loss")
@@ -311,12 +321,75 @@ class MetaLossLearner:
         for param in self.generator_params:  # a task term must never leave grads on G
             param.grad = None
 
-        with torch.no_grad():
-            fused_task = self.fusion_net(*batch.task_sources)
-        task_stats = self.task.train_step(fused_task.detach(), batch.target)
-        stats.update({k if k.startswith("loss") else f"task_{k}": v for k, v in task_stats.items()})
+        if train_task:
+            with torch.no_grad():
+                fused_task = self.fusion_net(*batch.task_sources)
+            task_stats = self.task.train_step(fused_task.detach(), batch.target)
+            stats.update({k if k.startswith("loss") else f"task_{k}": v for k, v in task_stats.items()})
         stats.update(_weight_means(output.params))
         return stats
+
+    # ------------------------------------------------------------ warm-ups
+    def fusion_warmup_step(self, batch: FusionBatch) -> dict[str, float]:
+        """F alone on the loss with fixed uniform weights (½–½ for two sources).
+
+        Neither G nor T changes: this only moves F towards a sensible fused image
+        before the first meta phase, so that the inner step starts from an F whose
+        output the task can use (an untrained F's output is noise to T).
+        """
+        uniform = ConstantWeights((1.0, 1.0))(batch.a, batch.b)
+        return self.fusion_step(batch, loss_params=uniform, train_task=False)
+
+    def task_warmup_step(self, batch: FusionBatch, source: TaskWarmupSource = "both") -> dict[str, float]:
+        """T alone, one ordinary step per input of ``source`` (F and G untouched).
+
+        ``source``: ``"a"`` / ``"b"`` (the task view of one source), ``"both"`` (one
+        step on each), ``"mean"`` / ``"max"`` (a fixed rule's fused image) or
+        ``"fused"`` (F's current output, e.g. after a fusion warm-up).
+        """
+        return task_warmup_step(self.task, self.fusion_net, batch, source)
+
+
+#: Inputs a task warm-up can train T on (see :func:`task_warmup_step`).
+TASK_WARMUP_SOURCES: tuple[str, ...] = ("a", "b", "both", "mean", "max", "fused")
+TaskWarmupSource = Literal["a", "b", "both", "mean", "max", "fused"]
+
+
+def task_warmup_step(
+    task: Any, fusion_net: nn.Module, batch: FusionBatch, source: TaskWarmupSource = "both"
+) -> dict[str, float]:
+    """One warm-up step of the task alone on the task view of ``source``.
+
+    A task net trained from scratch gives a task loss that is noise for its first
+    hundreds of steps; a hypergradient taken through it is noise too. Training T
+    first, on inputs it will later see, gives the meta step a task with a voice
+    (TDFusion's authors suggest a pre-trained task net; HaowenBai/TDFusion issue #6).
+
+    >>> import torch
+    >>> from learnable_fusion_loss.meta import FusionBatch
+    >>> from learnable_fusion_loss.tasks import CallableTask
+    >>> task = CallableTask(lambda fused, target: fused.mean())
+    >>> a = b = torch.rand(1, 1, 8, 8)
+    >>> task_warmup_step(task, torch.nn.Identity(), FusionBatch(a, b), "max")
+    {}
+    """
+    if source not in TASK_WARMUP_SOURCES:
+        raise ValueError(f"task warm-up source must be one of {TASK_WARMUP_SOURCES}, got {source!r}")
+    a, b = batch.task_sources
+    if source == "fused":
+        with torch.no_grad():
+            inputs = [fusion_net(a, b)]
+    else:
+        inputs = {"a": [a], "b": [b], "both": [a, b], "mean": [(a + b) / 2],
+                  "max": [torch.maximum(a, b)]}[source]
+    stats: dict[str, float] = {}
+    for k, image in enumerate(inputs):
+        step = task.train_step(image.detach(), batch.target)
+        suffix = f"_{'ab'[k]}" if len(inputs) > 1 else ""
+        stats.update({f"{name}{suffix}": value for name, value in step.items()})
+    if len(inputs) > 1 and all(f"loss_task_{s}" in stats for s in "ab"):
+        stats["loss_task"] = (stats["loss_task_a"] + stats["loss_task_b"]) / 2
+    return stats
 
 
 def _zeros_where_none(grads: Sequence[Tensor | None], like: Iterable[Tensor]) -> list[Tensor]:
@@ -332,4 +405,12 @@ def _weight_means(params: Tensor | None) -> dict[str, float]:
     return {f"weight_{i}": float(m) for i, m in enumerate(means)}
 
 
-__all__ = ["MetaLossLearner", "Hypergradient", "HypergradientMode", "OuterStep"]
+__all__ = [
+    "MetaLossLearner",
+    "Hypergradient",
+    "HypergradientMode",
+    "OuterStep",
+    "TASK_WARMUP_SOURCES",
+    "TaskWarmupSource",
+    "task_warmup_step",
+]
