@@ -1,25 +1,31 @@
 #!/usr/bin/env python
-"""Build the TDFusion mini results table: the method vs. the trivial baselines.
+"""TDFusion's results table at CPU scale: the method, ablation I and the trivial baselines.
 
-    python tools/tdfusion_results.py [--work-root work_dirs/tdfusion_results]
-                                     [--runs tdfusion ir vis mean max] [--ablations]
-                                     [--out projects/tdfusion/results_mini.md]
-                                     [--jobs N] [--cfg-options ...]
+    python tools/tdfusion_results.py [--seeds 0 1 2] [--det-steps 800]
+                                     [--work-root work_dirs/tdfusion_results_cpu]
+                                     [--out projects/tdfusion/results_cpu.md]
 
-For every run (a config in projects/tdfusion/configs) it trains with
-``tools/train.py`` unless ``<work-root>/<run>/last_checkpoint`` exists, evaluates
-with ``tools/test.py`` (JSON in ``<work-root>/<run>/test_results.json``), and
-writes one Markdown file with
+1. **Training.** ``tools/train.py`` trains the CPU recipe
+   (``projects/tdfusion/configs/tdfusion_yolov8_msrsdet_cpu.py``) and ablation I under
+   the same schedule (``ablation1_fixed_weights_msrsdet_cpu.py``) once per seed
+   (``randomness.seed`` and ``model.task.seed``), unless the run's
+   ``last_checkpoint`` already exists.
+2. **Rows.** Every trained F, plus IR alone, VIS alone, the average and the max.
+3. **Fusion metrics** of each row on the 60 ``msrs_det`` test pairs at their own
+   480×640 resolution (8-bit, TDFusion's ``mean`` convention), overall and for the
+   night (``*N``) and day (``*D``) pairs.
+4. **The paper's protocol for the task** (T retrained per method): for each row a
+   fresh YOLOv8n (same seed, same ``--det-steps`` budget for every row) is trained on
+   that row's fused *train* images and tested on its fused *test* images at
+   ``--det-size`` (``projects/tdfusion/tdfusion/protocol.py``).
+5. **Output.** A Markdown file with the three tables (mean ± std over seeds for the
+   trained rows), the method's difference to every other row (a *win* only where
+   it exceeds the seed spread), the goals of the results issue checked one by one,
+   the paper's own numbers (``../shared/reference/tdfusion_paper_tables.md``) and
+   the wall time of every step; and a JSON file with every per-seed value.
 
-1. the metrics of every run (fusion metrics on the test images, task metrics of
-   the task net trained on each run's fused images, same schedule and data);
-2. the difference method − baseline for each baseline, with the metric's
-   direction (higher or lower is better), i.e. how much the method wins or loses;
-3. the paper's published numbers, marked as not comparable.
-
-``--cfg-options`` are passed to both tools for every run (e.g. smaller schedules).
-``--jobs N`` trains and tests N runs at once (each run is its own process; on a
-small CPU machine give each one thread, ``OMP_NUM_THREADS=1``).
+Each row's numbers are cached in ``<work-root>/rows/<row>.json``: a rerun only
+computes what is missing (delete a file to recompute it).
 """
 
 from __future__ import annotations
@@ -27,158 +33,415 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import statistics
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
 CONFIG_DIR = REPO_ROOT / "projects" / "tdfusion" / "configs"
+PAPER_TABLES = REPO_ROOT.parent / "shared" / "reference" / "tdfusion_paper_tables.md"
 
-RUNS: dict[str, tuple[str, str]] = {
-    "tdfusion": ("tdfusion_yolov8_msrsdet_mini.py", "TDFusion (ours, mini)"),
-    "ir": ("baseline_ir_msrsdet_mini.py", "IR alone"),
-    "vis": ("baseline_vis_msrsdet_mini.py", "VIS alone"),
-    "mean": ("baseline_mean_msrsdet_mini.py", "average (IR+VIS)/2"),
-    "max": ("baseline_max_msrsdet_mini.py", "max(IR, VIS)"),
+#: Trained rows: name -> (config, label).
+METHODS: dict[str, tuple[str, str]] = {
+    "tdfusion": ("tdfusion_yolov8_msrsdet_cpu.py", "TDFusion (ours, CPU recipe)"),
+    "ablation1": ("ablation1_fixed_weights_msrsdet_cpu.py", "ablation I: fixed ½–½ loss"),
 }
-ABLATIONS: dict[str, tuple[str, str]] = {
-    "ablation1": ("ablation1_fixed_weights_msrsdet_mini.py", "I: fixed 1/2 weights"),
-    "ablation2": ("ablation2_no_gradient_loss_msrsdet_mini.py", "II: no gradient term"),
-    "ablation3": ("ablation3_task_loss_on_fusion_msrsdet_mini.py", "III: F also on L_t"),
-    "ablation4": ("ablation4_no_fusion_phase_msrsdet_mini.py", "IV: no separate fusion phase"),
-    "ablation5": ("ablation5_weighted_sum_msrsdet_mini.py", "V: fused = w_a·a + w_b·b"),
+#: Fixed rules: name -> label.
+BASELINES: dict[str, str] = {
+    "ir": "IR alone",
+    "vis": "VIS alone",
+    "mean": "average (IR+VIS)/2",
+    "max": "max(IR, VIS)",
 }
-BASELINES = ("ir", "vis", "mean", "max")
-
-#: Columns of the table: (metric key, header, higher is better).
-COLUMNS: tuple[tuple[str, str, bool], ...] = (
-    ("fusion/EN", "EN", True),
-    ("fusion/SD", "SD", True),
-    ("fusion/SF", "SF", True),
-    ("fusion/MI", "MI", True),
-    ("fusion/SCD", "SCD", True),
-    ("fusion/VIF", "VIF", True),
-    ("fusion/Qabf", "Qabf", True),
-    ("fusion/SSIM", "SSIM", True),
-    ("task/mAP50", "mAP50", True),
-    ("task/mAP75", "mAP75", True),
-    ("task/mAP50-95", "mAP50-95", True),
+#: Columns: (key, header). Higher is better for every one of them.
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("EN", "EN"), ("SF", "SF"), ("SCD", "SCD"), ("VIF", "VIF"), ("Qabf", "Qabf"),
+    ("SSIM", "SSIM"), ("MI", "MI"), ("SD", "SD"), ("mAP50", "mAP50"), ("mAP50-95", "mAP50-95"),
 )
-
-#: TDFusion's published results, for orientation only: other data (full M3FD/MSRS
-#: train and test splits), 50 epochs at full resolution. Source: the values listed
-#: for arXiv 2412.03240 on wizwand.com (M3FD detection mAP@0.5, MSRS fusion EN);
-#: check them against the paper's tables before citing.
-PAPER = {"task/mAP50": ("86.27 % (M3FD)", 0.8627), "fusion/EN": ("6.74 (MSRS)", 6.74)}
+FUSION_KEYS = tuple(k for k, _ in COLUMNS if not k.startswith("mAP"))
+PAPER_SIX = ("EN", "SF", "SCD", "VIF", "Qabf", "SSIM")
+GROUPS = ("all", "night", "day")
+GROUP_TITLES = {"all": "all 60 test pairs", "night": "30 night pairs (*N)", "day": "30 day pairs (*D)"}
 
 
-def _run(cmd: list[str], log: Path) -> None:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    start = time.time()
-    with log.open("w") as handle:
-        done = subprocess.run(cmd, cwd=REPO_ROOT, stdout=handle, stderr=subprocess.STDOUT)
-    if done.returncode != 0:
-        raise SystemExit(f"failed ({done.returncode}): {' '.join(cmd)}; see {log}")
-    print(f"  {Path(cmd[1]).name} done in {time.time() - start:.0f} s (log: {log})", flush=True)
+# ----------------------------------------------------------------------------- statistics
+def summarise(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value); NaNs are dropped."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return math.nan, math.nan
+    return statistics.fmean(finite), statistics.stdev(finite) if len(finite) > 1 else 0.0
 
 
-def run_one(name: str, config: str, work_root: Path, options: list[str]) -> dict:
-    work = work_root / name
-    extra = ["--cfg-options", *options] if options else []
-    config_path = str(CONFIG_DIR / config)
-    if not (work / "last_checkpoint").is_file():
-        print(f"[{name}] training {config}", flush=True)
-        _run([sys.executable, "tools/train.py", config_path, "--work-dir", str(work), *extra],
-             work / "train.log")
-    checkpoint = Path((work / "last_checkpoint").read_text().strip())
-    result = work / "test_results.json"
-    print(f"[{name}] testing {checkpoint.name}", flush=True)
-    _run([sys.executable, "tools/test.py", config_path, str(checkpoint), "--work-dir", str(work),
-          "--out", str(result), *extra], work / "test.log")
-    return json.loads(result.read_text())["metrics"]
-
-
-def _cell(value: float | None, key: str) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+def verdict(diff: float, spread: float) -> str:
+    """``win`` / ``loss`` where ``|diff|`` exceeds ``spread``, else ``tie`` (within spread)."""
+    if not math.isfinite(diff):
         return "—"
-    if key.startswith("task/"):
-        return f"{100 * value:.2f}"
-    return f"{value:.3f}"
+    if abs(diff) <= spread:
+        return "tie"
+    return "win" if diff > 0 else "loss"
 
 
-def _delta(method: float | None, base: float | None, key: str, higher: bool) -> str:
-    if method is None or base is None or math.isnan(method) or math.isnan(base):
+def row_stats(per_seed: Sequence[Mapping[str, Mapping[str, float]]]) -> dict[str, dict[str, tuple[float, float]]]:
+    """``{group: {metric: (mean, std)}}`` over the seeds of one row."""
+    return {
+        group: {key: summarise([run[group].get(key, math.nan) for run in per_seed if group in run])
+                for key, _ in COLUMNS}
+        for group in GROUPS
+    }
+
+
+# ----------------------------------------------------------------------------- tables
+def _scale(key: str) -> float:
+    return 100.0 if key.startswith("mAP") else 1.0
+
+
+def _cell(mean: float, std: float, key: str, seeds: int) -> str:
+    if not math.isfinite(mean):
         return "—"
-    diff = method - base
-    scale = 100 if key.startswith("task/") else 1
-    verdict = "=" if diff == 0 else ("win" if (diff > 0) == higher else "loss")
-    return f"{scale * diff:+.{2 if scale == 100 else 3}f} ({verdict})"
+    digits = 2 if key.startswith("mAP") or key == "SD" else 3
+    text = f"{_scale(key) * mean:.{digits}f}"
+    if seeds > 1:
+        text += f" ± {_scale(key) * std:.{digits}f}"
+    return text
 
 
-def build_table(results: dict[str, dict], labels: dict[str, str], method: str) -> str:
-    keys = [c for c in COLUMNS if any(c[0] in r for r in results.values())]
-    header = "| run | " + " | ".join(h for _, h, _ in keys) + " |"
-    rule = "|---|" + "---:|" * len(keys)
-    lines = ["#### Metrics on the msrs_det test split (60 pairs at 240×320; task metrics in %)", "",
-             header, rule]
-    for name, metrics in results.items():
-        cells = " | ".join(_cell(metrics.get(k), k) for k, _, _ in keys)
+def metrics_table(stats: Mapping[str, Mapping], labels: Mapping[str, str], seeds: Mapping[str, int],
+                  group: str, method: str) -> list[str]:
+    header = "| row | " + " | ".join(h for _, h in COLUMNS) + " |"
+    lines = [header, "|---|" + "---:|" * len(COLUMNS)]
+    for name, by_group in stats.items():
+        cells = " | ".join(_cell(*by_group[group][k], k, seeds[name]) for k, _ in COLUMNS)
         label = f"**{labels[name]}**" if name == method else labels[name]
         lines.append(f"| {label} | {cells} |")
-    paper = " | ".join(PAPER[k][0] if k in PAPER else "" for k, _, _ in keys)
-    lines.append(f"| *paper, full data (not comparable)* | {paper} |")
-    lines += ["", f"#### {labels[method]} minus each baseline (win = better for the method)", "",
-              header, rule]
-    for name in results:
-        if name == method or name not in BASELINES:
+    return lines
+
+
+def delta_table(stats: Mapping[str, Mapping], labels: Mapping[str, str], group: str,
+                method: str) -> list[str]:
+    """The method minus every other row; a win only beyond the larger seed spread."""
+    header = "| TDFusion minus | " + " | ".join(h for _, h in COLUMNS) + " |"
+    lines = [header, "|---|" + "---:|" * len(COLUMNS)]
+    for name in stats:
+        if name == method:
             continue
-        cells = " | ".join(
-            _delta(results[method].get(k), results[name].get(k), k, higher) for k, _, higher in keys
-        )
-        lines.append(f"| vs {labels[name]} | {cells} |")
-    wins = {name: sum(
-        1 for k, _, higher in keys
-        if k in results[method] and k in results[name]
-        and (results[method][k] - results[name][k]) * (1 if higher else -1) > 0)
-        for name in results if name in BASELINES and name != method}
-    if wins:
-        lines += ["", "Columns won by the method: " + ", ".join(
-            f"{labels[n]} {w}/{len(keys)}" for n, w in wins.items()) + "."]
+        cells = []
+        for key, _ in COLUMNS:
+            (m_mean, m_std), (o_mean, o_std) = stats[method][group][key], stats[name][group][key]
+            diff, spread = m_mean - o_mean, max(m_std, o_std)
+            if not math.isfinite(diff):
+                cells.append("—")
+                continue
+            digits = 2 if key.startswith("mAP") or key == "SD" else 3
+            cells.append(f"{_scale(key) * diff:+.{digits}f} ({verdict(diff, spread)})")
+        lines.append(f"| {labels[name]} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def goals(stats: Mapping[str, Mapping], method: str, ablation: str | None) -> list[tuple[str, bool, str]]:
+    """The results issue's goals, each ``(goal, met, evidence)``; wins beyond the spread."""
+
+    def beats(other: str, key: str, group: str = "all") -> bool:
+        (m, ms), (o, os_) = stats[method][group][key], stats[other][group][key]
+        return verdict(m - o, max(ms, os_)) == "win"
+
+    out = []
+    lost = [k for k in PAPER_SIX if not beats("mean", k)]
+    out.append(("beats the average rule on all six paper metrics", not lost,
+                "loses or ties on " + ", ".join(lost) if lost else "wins on all six"))
+    lost = [k for k in ("EN", "SCD") if not beats("max", k)]
+    out.append(("beats the max rule on EN and SCD", not lost,
+                "loses or ties on " + ", ".join(lost) if lost else "wins on both"))
+    best_name = max(stats, key=lambda n: stats[n]["all"]["mAP50"][0]
+                    if math.isfinite(stats[n]["all"]["mAP50"][0]) else -1)
+    best = stats[best_name]["all"]["mAP50"][0]
+    out.append(("the detector learns: mAP50 >= 0.3 on the best row", best >= 0.3,
+                f"best mAP50 {100 * best:.2f} % ({best_name})"))
+    night = stats[method]["night"]["mAP50"][0]
+    others = [n for n in stats if n != method and (n in BASELINES)]
+    below = [n for n in others if stats[n]["night"]["mAP50"][0] > night]
+    out.append(("night mAP50 of TDFusion >= every baseline's", not below,
+                f"TDFusion {100 * night:.2f} %; above it: "
+                + (", ".join(f"{n} {100 * stats[n]['night']['mAP50'][0]:.2f} %" for n in below) or "none")))
+    if ablation is not None and ablation in stats:
+        out.append(("night mAP50 of TDFusion above ablation I's (beyond the spread)",
+                    beats(ablation, "mAP50", "night"),
+                    f"{100 * night:.2f} ± {100 * stats[method]['night']['mAP50'][1]:.2f} vs "
+                    f"{100 * stats[ablation]['night']['mAP50'][0]:.2f} ± "
+                    f"{100 * stats[ablation]['night']['mAP50'][1]:.2f} %"))
+    return out
+
+
+# ----------------------------------------------------------------------------- paper numbers
+def paper_numbers(path: Path = PAPER_TABLES) -> dict[str, dict[str, str]]:
+    """Rows of the paper's Tables 1 and 2 from the reference transcription.
+
+    Returns ``{"MSRS TDFusion": {"EN": "6.74", ...}, "table2 TDFusion": {...}, ...}``;
+    empty when the file is absent (the table then says so).
+    """
+    if not path.is_file():
+        return {}
+    rows: dict[str, dict[str, str]] = {}
+    header: list[str] | None = None
+    table = ""
+    for line in path.read_text().splitlines():
+        if line.startswith("## "):
+            table = "table1" if "Table 1" in line else "table2" if "Table 2" in line else ""
+            header = None
+            continue
+        if not table or not line.startswith("|") or set(line) <= set("|-: "):
+            continue
+        cells = [c.strip().strip("*") for c in line.strip("|").split("|")]
+        if header is None:
+            header = cells
+            continue
+        if table == "table1":
+            rows[f"{cells[0]} {cells[1]}"] = dict(zip(header[2:], cells[2:], strict=False))
+        else:
+            rows[f"table2 {cells[0]}"] = dict(zip(header[1:], cells[1:], strict=False))
+    return rows
+
+
+def paper_lines(paper: Mapping[str, Mapping[str, str]]) -> list[str]:
+    if not paper:
+        return [f"(The paper's tables were not found at `{PAPER_TABLES}`.)"]
+    six = " | ".join(PAPER_SIX)
+    lines = [
+        "The paper's own numbers (Bai et al., CVPR 2025, Tables 1–2, transcribed in "
+        "`../shared/reference/tdfusion_paper_tables.md`): **full datasets, 50 epochs, one RTX "
+        "3090**, task nets retrained for 300 epochs; not comparable with this CPU run, which "
+        "trains on 120 pairs of MSRS's *test* split.", "",
+        f"| paper, MSRS (Table 1) | {six} |", "|---|" + "---:|" * len(PAPER_SIX)]
+    for method in ("TDFusion", "EMMA", "TIMFusion"):
+        row = paper.get(f"MSRS {method}")
+        if row:
+            lines.append(f"| {method} | " + " | ".join(row.get(k, "") for k in PAPER_SIX) + " |")
+    lines += ["", "| paper, detection (Table 2, %) | M3FD mAP50 | M3FD mAP75 | LLVIP AP50 | LLVIP AP75 |",
+              "|---|---:|---:|---:|---:|"]
+    for method in ("Infrared", "Visible", "TDFusion"):
+        row = paper.get(f"table2 {method}")
+        if row:
+            lines.append(f"| {method} | " + " | ".join(
+                row.get(k, "") for k in ("M3FD mAP50", "M3FD mAP75", "LLVIP AP50", "LLVIP AP75")) + " |")
+    return lines
+
+
+def build_markdown(stats: Mapping[str, Mapping], labels: Mapping[str, str], seeds: Mapping[str, int],
+                   setup: Mapping[str, object], timings: Mapping[str, float],
+                   method: str = "tdfusion", ablation: str | None = "ablation1",
+                   paper: Mapping[str, Mapping[str, str]] | None = None) -> str:
+    lines = ["## Results (CPU recipe, msrs_det)", "",
+             f"Made by `{setup['command']}` ({setup['commit']}). Fusion metrics on the test pairs "
+             f"at 480×640; task columns: a fresh YOLOv8n per row, {setup['det_steps']} steps "
+             f"(batch {setup['det_batch']}, {setup['det_size'][0]}×{setup['det_size'][1]}) on the "
+             f"row's fused train images, tested on its fused test images (mAP in %). Trained rows: "
+             f"mean ± std over seeds {list(setup['seeds'])}. A *win* or *loss* is a difference "
+             f"beyond the larger seed spread of the two rows; otherwise *tie*.", ""]
+    for group in GROUPS:
+        lines += [f"#### Metrics, {GROUP_TITLES[group]}", ""]
+        lines += metrics_table(stats, labels, seeds, group, method) + [""]
+    for group in GROUPS:
+        lines += [f"#### TDFusion minus each row, {GROUP_TITLES[group]}", ""]
+        lines += delta_table(stats, labels, group, method) + [""]
+    lines += ["#### Goals of the results issue", "", "| goal | met | evidence |", "|---|---|---|"]
+    for goal, met, evidence in goals(stats, method, ablation):
+        lines.append(f"| {goal} | {'yes' if met else '**no**'} | {evidence} |")
+    lines += [""] + paper_lines(paper or {}) + ["", "#### Wall time (2 CPU cores)", "",
+                                               "| step | seconds |", "|---|---:|"]
+    lines += [f"| {step} | {seconds:.0f} |" if math.isfinite(seconds) else f"| {step} | — |"
+              for step, seconds in timings.items()]
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> None:
+# ----------------------------------------------------------------------------- running
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, text=True,
+                             capture_output=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=REPO_ROOT, text=True, capture_output=True).stdout.strip()
+        return f"commit {out.stdout.strip()}{' + local changes' if dirty else ''}"
+    except (OSError, subprocess.CalledProcessError):
+        return "commit unknown"
+
+
+def train_run(name: str, config: str, seed: int, work: Path, options: Sequence[str]) -> float:
+    """Train one seed of one method with tools/train.py (skipped if done); wall seconds.
+
+    The time is kept in ``<work>/train_seconds.txt`` (NaN for a run trained elsewhere).
+    """
+    if (work / "last_checkpoint").is_file():
+        stamp = work / "train_seconds.txt"
+        return float(stamp.read_text()) if stamp.is_file() else math.nan
+    work.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "tools/train.py", str(CONFIG_DIR / config), "--work-dir", str(work),
+           "--cfg-options", f"randomness.seed={seed}", f"model.task.seed={seed}", *options]
+    print(f"[{name} seed {seed}] training: {' '.join(cmd[1:])}", flush=True)
+    start = time.time()
+    with (work / "train.log").open("w") as log:
+        done = subprocess.run(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        raise SystemExit(f"training failed ({done.returncode}); see {work / 'train.log'}")
+    seconds = time.time() - start
+    (work / "train_seconds.txt").write_text(f"{seconds:.1f}\n")
+    return seconds
+
+
+def fusion_function(name: str, checkpoint: Path | None) -> Callable:
+    import torch
+
+    rules = {"ir": lambda a, b: a, "vis": lambda a, b: b, "mean": lambda a, b: (a + b) / 2,
+             "max": torch.maximum}
+    if name in rules:
+        return rules[name]
+    from learnable_fusion_loss.models import load_fusion_checkpoint
+
+    net = load_fusion_checkpoint(checkpoint).eval()
+    return lambda a, b: net(a, b)
+
+
+def evaluate_row(fuse: Callable, data: Mapping, args: argparse.Namespace) -> dict:
+    """Fusion metrics at full resolution and the retrained detector, per group."""
+    import torch
+
+    from learnable_fusion_loss.metrics import fusion_metrics
+    from projects.tdfusion.tdfusion.protocol import (
+        day_night_groups,
+        evaluate_detector,
+        fuse_split,
+        train_detector,
+    )
+
+    start = time.time()
+    full = data["full"]
+    with torch.no_grad():
+        fused = torch.cat([fuse(full["ir"][i:i + 2], full["vi"][i:i + 2]).clamp(0, 1)
+                           for i in range(0, full["ir"].shape[0], 2)])
+    values = fusion_metrics(fused, full["ir"], full["vi"], FUSION_KEYS)
+    groups = day_night_groups(full["ids"])
+    result: dict[str, dict[str, float]] = {
+        g: {k: float(v[idx].mean()) for k, v in values.items()} for g, idx in groups.items()}
+    fusion_seconds = time.time() - start
+    start = time.time()
+    train_images = fuse_split(fuse, data["train"])
+    test_images = fuse_split(fuse, data["test"])
+    detector = train_detector(train_images, data["train"].targets, args.det_steps,
+                              batch_size=args.det_batch, lr=args.det_lr, seed=args.det_seed,
+                              log=lambda m: print("   ", m, flush=True))
+    task = evaluate_detector(detector, test_images, data["test"])
+    for group, metrics in task.items():
+        result[group].update({k: metrics[k] for k in ("mAP50", "mAP50-95", "mAP75")})
+    return {"metrics": result, "seconds": {"fusion_metrics": fusion_seconds,
+                                           "detector": time.time() - start}}
+
+
+def load_data(args: argparse.Namespace) -> dict:
+    import torch
+
+    from learnable_fusion_loss.datasets import YoloPairedDetDataset
+    from projects.tdfusion.tdfusion.protocol import load_det_split
+
+    root = Path(args.data_root) / "msrs_det"
+    test = YoloPairedDetDataset(root=str(root), split="test", pipeline=[])
+    samples = [test[i] for i in range(len(test))]
+    return {
+        "full": {"ids": [s["img_id"] for s in samples], "ir": torch.stack([s["ir"] for s in samples]),
+                 "vi": torch.stack([s["vi"] for s in samples])},
+        "train": load_det_split(root, "train", args.det_size),
+        "test": load_det_split(root, "test", args.det_size),
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--work-root", default="work_dirs/tdfusion_results")
-    parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
-    parser.add_argument("--ablations", action="store_true", help="also run the five ablations")
-    parser.add_argument("--out", default="work_dirs/tdfusion_results/results_mini.md")
-    parser.add_argument("--cfg-options", nargs="+", default=[], help="passed to train.py and test.py")
-    parser.add_argument("--jobs", type=int, default=1, help="runs trained and tested at once")
+    parser.add_argument("--work-root", default="work_dirs/tdfusion_results_cpu", type=Path)
+    parser.add_argument("--out", default="projects/tdfusion/results_cpu.md", type=Path)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--det-steps", type=int, default=800, help="detector steps per row")
+    parser.add_argument("--det-batch", type=int, default=8)
+    parser.add_argument("--det-lr", type=float, default=2e-3)
+    parser.add_argument("--det-seed", type=int, default=0, help="the detector's seed, every row")
+    parser.add_argument("--det-size", nargs=2, type=int, default=[256, 320], metavar=("H", "W"))
+    parser.add_argument("--data-root", default=os.environ.get("LFL_DATA_ROOT", str(REPO_ROOT.parent / "shared" / "data")))
+    parser.add_argument("--cfg-options", nargs="+", default=[], help="passed to tools/train.py")
     args = parser.parse_args(argv)
-    if "tdfusion" not in args.runs:
-        raise SystemExit("--runs must include 'tdfusion' (the method the table compares)")
-    chosen = {name: RUNS[name] for name in args.runs}
-    if args.ablations:
-        chosen.update(ABLATIONS)
-    if args.jobs < 1:
-        raise SystemExit(f"--jobs must be >= 1, got {args.jobs}")
-    work_root = Path(args.work_root)
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = {name: pool.submit(run_one, name, config, work_root, list(args.cfg_options))
-                   for name, (config, _) in chosen.items()}
-        results = {name: future.result() for name, future in futures.items()}
-    labels = {name: label for name, (_, label) in chosen.items()}
-    table = build_table(results, labels, method="tdfusion")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(table)
-    (out.with_suffix(".json")).write_text(json.dumps(results, indent=2) + "\n")
-    print(table)
-    print(f"written: {out} and {out.with_suffix('.json')}")
+    if "tdfusion" not in args.methods:
+        parser.error("--methods must include 'tdfusion' (the method the tables compare)")
+    if args.det_steps < 1 or args.det_batch < 1:
+        parser.error("--det-steps and --det-batch must be >= 1")
+    if len(set(args.seeds)) != len(args.seeds):
+        parser.error(f"--seeds must be distinct, got {args.seeds}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from learnable_fusion_loss import compat
+
+    compat.apply_offline_defaults()
+    compat.patch_mmengine_checkpoint_loading()
+    timings: dict[str, float] = {}
+    data = load_data(args)
+    rows_dir = args.work_root / "rows"
+    rows_dir.mkdir(parents=True, exist_ok=True)
+    per_seed: dict[str, list[dict]] = {}
+    # The method's first seed, the baselines, then the remaining seeds (each trained,
+    # then evaluated), so that a first comparison is there early.
+    rows = [("tdfusion", args.seeds[0])] + [(name, None) for name in BASELINES] + [
+        (name, seed) for name in args.methods for seed in args.seeds
+        if (name, seed) != ("tdfusion", args.seeds[0])]
+    for name, seed in rows:
+        key = name if seed is None else f"{name}_seed{seed}"
+        cache = rows_dir / f"{key}.json"
+        if cache.is_file():
+            record = json.loads(cache.read_text())
+        else:
+            checkpoint, seconds = None, None
+            if seed is not None:
+                work = args.work_root / key
+                seconds = train_run(name, METHODS[name][0], seed, work, args.cfg_options)
+                checkpoint = Path((work / "last_checkpoint").read_text().strip())
+            print(f"[{key}] fusion metrics and a fresh detector", flush=True)
+            record = evaluate_row(fusion_function(name, checkpoint), data, args)
+            record["checkpoint"] = None if checkpoint is None else str(checkpoint)
+            if seconds is not None:
+                record["seconds"] = {"train": seconds, **record["seconds"]}
+            cache.write_text(json.dumps(record, indent=2) + "\n")
+        for part, seconds in record["seconds"].items():
+            timings[f"{key}: {part.replace('_', ' ')}"] = seconds
+        per_seed.setdefault(name, []).append(record["metrics"])
+    order = list(args.methods) + list(BASELINES)
+    stats = {name: row_stats(per_seed[name]) for name in order}
+    labels = {**{n: METHODS[n][1] for n in args.methods}, **BASELINES}
+    seeds = {name: len(per_seed[name]) for name in order}
+    setup = {"command": "python tools/tdfusion_results.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+             "commit": _git_commit(), "seeds": args.seeds, "det_steps": args.det_steps,
+             "det_batch": args.det_batch, "det_size": args.det_size, "det_lr": args.det_lr,
+             "det_seed": args.det_seed}
+    markdown = build_markdown(stats, labels, seeds, setup, timings,
+                              ablation="ablation1" if "ablation1" in args.methods else None,
+                              paper=paper_numbers())
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(markdown)
+    record = {"setup": setup, "per_seed": per_seed,
+              "summary": {n: {g: {k: list(v) for k, v in s[g].items()} for g in GROUPS}
+                          for n, s in stats.items()},
+              "goals": [dict(goal=g, met=m, evidence=e) for g, m, e in
+                        goals(stats, "tdfusion", "ablation1" if "ablation1" in args.methods else None)],
+              "timings": timings}
+    args.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    print(markdown)
+    print(f"written: {args.out} and {args.out.with_suffix('.json')}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
