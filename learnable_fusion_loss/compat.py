@@ -29,9 +29,10 @@ MMEngine (0.10.7) under torch >= 2.6
     ``HistoryBuffer`` objects) fails to load. :func:`patch_mmengine_checkpoint_loading`
     keeps the safe unpickler and allow-lists exactly those types with
     ``torch.serialization.add_safe_globals``. It does *not* switch
-    ``weights_only`` off: an untrusted file still cannot run code. For a file you
-    wrote yourself and that holds other objects, call
-    ``torch.load(path, weights_only=False)`` explicitly.
+    ``weights_only`` off: an untrusted file still cannot run code.
+    :func:`load_weights_only` is the project's one way to read a checkpoint: the
+    allow-list applied first (so it works in a fresh process), and an error that
+    names the file and the refused object instead of advising an unsafe reload.
 
 setuptools / ``pkg_resources``
     MMEngine imports ``pkg_resources`` (only to resolve ``mmseg::`` style config
@@ -49,6 +50,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -63,6 +65,7 @@ __all__ = [
     "local_font_path",
     "patch_mmengine_checkpoint_loading",
     "mmengine_safe_globals",
+    "load_weights_only",
     "keep_freed_memory",
 ]
 
@@ -291,6 +294,66 @@ def _history_buffer_getattr(obj: Any, name: str) -> Any:
             f"checkpoint asks for HistoryBuffer.{name}, which is not a registered statistic method"
         )
     return value
+
+
+_WEIGHTS_UNPICKLER = re.compile(r"WeightsUnpickler error:\s*(.*)")
+_TORCH_ADVICE = ("weights_only", "documentation of torch.load", "Please file an issue")
+
+
+def _refusal_reason(error: BaseException) -> str:
+    """The refused object out of torch's weights-only error, without its advice.
+
+    torch wraps the unpickler's reason in text recommending ``weights_only=False``
+    (code execution for an untrusted file) or allow-listing the type; only the
+    reason itself ("Unsupported global: GLOBAL posix.remove ...") is kept.
+    """
+    text = str(error)
+    found = _WEIGHTS_UNPICKLER.search(text)
+    lines = [found.group(1)] if found else []
+    lines += [line.strip().removeprefix("Weights only load failed.") for line in text.splitlines()]
+    for line in lines:
+        reason = line.split(" Please use ", 1)[0].strip().rstrip(".")
+        if reason and not any(marker in reason for marker in _TORCH_ADVICE):
+            return reason
+    return type(error).__name__
+
+
+def load_weights_only(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)`` with the MMEngine allow-list applied first.
+
+    Every checkpoint the project writes (our state dicts, MMEngine runner
+    checkpoints with ``message_hub`` / ``HistoryBuffer``) loads; a file holding any
+    other object is refused without running it. Errors are ``ValueError`` naming
+    the file and the reason, and never recommend ``weights_only=False``: the tools
+    read files they did not write (released weights, downloads), and that advice
+    turns a refused file into arbitrary code execution.
+    """
+    import pickle
+
+    import torch
+
+    patch_mmengine_checkpoint_loading()
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path!r}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # noqa: BLE001 - re-raised with the file named
+        reason = _refusal_reason(error)
+        refused = isinstance(error, pickle.UnpicklingError) and (
+            "Unsupported global" in reason or "getattr" in reason or "HistoryBuffer" in reason
+        )
+        # ``from None``: the chained torch error would repeat the unsafe advice.
+        # Garbage bytes also raise UnpicklingError ("Unsupported operand"): that is
+        # an unreadable file, not a refused object.
+        if refused:
+            raise ValueError(
+                f"refusing to load {path!r}: it holds an object that is not allowed in a "
+                f"weights-only checkpoint ({reason}); only tensors, plain containers and "
+                "the types of MMEngine runner checkpoints are read, so the file is not "
+                "unpickled. Save its state dict (tensors only) instead."
+            ) from None
+        raise ValueError(f"cannot read {path!r} as a torch checkpoint: {reason}") from None
 
 
 # ---------------------------------------------------------------- pkg_resources fallback

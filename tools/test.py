@@ -9,6 +9,14 @@ SSIM, ...) and the task metrics (``task/mIoU``, ``task/mAcc`` or ``task/mAP50``,
 ``task/mAP75`` ...) as JSON (``--out``, default ``<work-dir>/test_results.json``)
 and as a Markdown table (same name, ``.md``), and writes every fused test image
 and both weight maps under ``<work-dir>/test_outputs/{fused,weights}/``.
+
+The checkpoint is loaded strictly (weights-only, with the allow-list of MMEngine
+runner checkpoints): every key of the model built from the config must be in it
+with its shape, and nothing else. MMEngine's own ``load_from`` only warns about
+missing or mismatched keys, so a wrong file would be tested as a randomly
+initialised model and reported with exit 0. A file that does not match (or a
+missing config / checkpoint) exits 2 with one ``error:`` line naming the file and
+the first missing, unexpected or wrong-shape key; nothing is written.
 """
 
 from __future__ import annotations
@@ -32,12 +40,20 @@ import os  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
 
+from collections.abc import Mapping  # noqa: E402
+
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.dist import is_main_process  # noqa: E402
+from mmengine.model import is_model_wrapper  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
 
 from learnable_fusion_loss.engine.config import resolve_data_root  # noqa: E402
 from learnable_fusion_loss.engine.hooks import atomic_write_bytes  # noqa: E402
+
+
+class BadInput(Exception):
+    """A usage or input error: reported as one ``error:`` line, exit status 2."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -70,28 +86,106 @@ def _ensure_hook(hooks: list, hook_type: str, **kwargs: Any) -> None:
 def build_config(args: argparse.Namespace) -> Config:
     config_path = Path(args.config)
     if not config_path.is_file():
-        raise SystemExit(f"config file not found: {config_path}")
+        raise BadInput(f"config file not found: {config_path}")
     if not Path(args.checkpoint).is_file():
-        raise SystemExit(f"checkpoint not found: {args.checkpoint}")
+        raise BadInput(f"checkpoint not found: {args.checkpoint}")
     cfg = Config.fromfile(str(config_path))
     explicit_root = args.cfg_options.get("data_root")
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     resolve_data_root(cfg, REPO_ROOT, explicit=explicit_root)
     if cfg.get("test_dataloader") is None or cfg.get("test_evaluator") is None:
-        raise SystemExit(f"{config_path} defines no test_dataloader / test_evaluator")
+        raise BadInput(f"{config_path} defines no test_dataloader / test_evaluator")
     cfg.launcher = args.launcher
     if args.work_dir:
         cfg.work_dir = args.work_dir
     elif cfg.get("work_dir") is None:
         cfg.work_dir = str(Path("work_dirs") / config_path.stem)
-    cfg.load_from = args.checkpoint
+    # Loaded strictly by load_checkpoint_strictly, not by the runner's lenient load_from.
+    cfg.load_from = None
     cfg.resume = False
     hooks = list(cfg.get("custom_hooks", []))
     _ensure_hook(hooks, "FusionVisualizationHook", save_test_outputs=not args.no_images)
     _ensure_hook(hooks, "TaskMetricHook")
     cfg.custom_hooks = hooks
     return cfg
+
+
+_FUSION_ANCHOR = "project_in_1.weight"  # ReFusionNet's stem, as load_fusion_checkpoint finds it
+
+
+def _first(keys: list[str], kind: str, detail: str = "") -> str:
+    """``"3 missing keys (first: 'a.b')"``, singular for one; ``detail`` follows the key."""
+    noun = "key" if len(keys) == 1 else "keys"
+    return f"{len(keys)} {kind} {noun} (first: {keys[0]!r}{detail})"
+
+
+def state_dict_mismatch(expected: Mapping[str, Tensor], given: Mapping[str, object]) -> str | None:
+    """What keeps ``given`` from loading strictly into a model with state ``expected``.
+
+    One line listing, per kind (missing, unexpected, wrong shape, not a tensor),
+    the count and the first key in the model's order; None when it loads.
+    """
+    missing = [k for k in expected if k not in given]
+    unexpected = [str(k) for k in given if k not in expected]
+    non_tensor = [k for k in expected if k in given and not isinstance(given[k], Tensor)]
+    wrong = [
+        (k, tuple(value.shape), tuple(expected[k].shape))
+        for k, value in ((k, given.get(k)) for k in expected)
+        if isinstance(value, Tensor) and value.shape != expected[k].shape
+    ]
+    problems = []
+    if missing:
+        problems.append(_first(missing, "missing"))
+    if unexpected:
+        problems.append(_first(unexpected, "unexpected"))
+    if wrong:
+        _, found, wanted = wrong[0]
+        problems.append(_first([w[0] for w in wrong], "wrong-shape",
+                               f", checkpoint {found} vs model {wanted}"))
+    if non_tensor:
+        problems.append(_first(non_tensor, "non-tensor"))
+    return "; ".join(problems) or None
+
+
+def load_checkpoint_strictly(runner: Runner, path: str) -> dict:
+    """Load ``path`` into ``runner.model`` strictly; :class:`BadInput` if it does not match.
+
+    The file is read weights-only with the allow-list (``compat.load_weights_only``);
+    its ``'state_dict'`` (or the file itself, if it is a plain state dict) with
+    MMEngine's ``module.`` prefix stripped must hold exactly the model's keys and
+    shapes. A bare fusion-network state dict (``project_in_1.weight`` without the
+    ``fusion_net.`` prefix) is refused too, with a pointer to ``tools/fuse.py``:
+    testing it here would report G's weight maps and T's task metrics of random
+    networks. Returns the checkpoint; calls the ``after_load_checkpoint`` hooks, as
+    ``Runner.load_checkpoint`` does.
+    """
+    try:
+        checkpoint = compat.load_weights_only(path, map_location="cpu")
+    except (OSError, ValueError) as error:
+        raise BadInput(str(error)) from None
+    if not isinstance(checkpoint, Mapping):
+        raise BadInput(f"checkpoint {path!r} holds a {type(checkpoint).__name__}, not a state dict")
+    state = checkpoint.get("state_dict", checkpoint)
+    if not isinstance(state, Mapping):
+        raise BadInput(f"checkpoint {path!r}: 'state_dict' is a {type(state).__name__}, not a dict")
+    state = {(k[len("module."):] if isinstance(k, str) and k.startswith("module.") else k): v
+             for k, v in state.items()}
+    model: nn.Module = runner.model.module if is_model_wrapper(runner.model) else runner.model
+    expected = model.state_dict()
+    problem = state_dict_mismatch(expected, state)
+    if problem is not None:
+        hint = ""
+        if _FUSION_ANCHOR in state and not any(str(k).startswith("fusion_net.") for k in state):
+            hint = (" (it holds only a fusion network without the 'fusion_net.' prefix; "
+                    "tools/test.py needs a full checkpoint of tools/train.py with F, G and T: "
+                    "fuse with tools/fuse.py and score with tools/evaluate.py instead)")
+        raise BadInput(f"checkpoint {path!r} does not match the model of the config: "
+                       f"{problem}{hint}")
+    runner.call_hook("after_load_checkpoint", checkpoint=checkpoint)
+    model.load_state_dict(state, strict=True)
+    runner.logger.info(f"Loaded checkpoint {path} strictly ({len(expected)} tensors)")
+    return checkpoint
 
 
 def _format(value: float) -> str:
@@ -112,9 +206,11 @@ def markdown_table(metrics: dict[str, float], title: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
+    """Test the checkpoint; :class:`BadInput` (exit 2 from the command line) before any output."""
     args = parse_args(argv)
     cfg = build_config(args)
     runner = Runner.from_cfg(cfg)
+    load_checkpoint_strictly(runner, args.checkpoint)
     start = time.time()
     metrics = {k: float(v) for k, v in runner.test().items()}
     if not is_main_process():
@@ -138,4 +234,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 if __name__ == "__main__":
     compat.keep_freed_memory()  # a training process: reuse freed activations (see compat)
-    main()
+    try:
+        main()
+    except BadInput as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -21,6 +21,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from ..compat import load_weights_only
 from .refusion import ReFusionNet
 
 __all__ = [
@@ -203,7 +204,7 @@ def load_fusion_checkpoint(
     map_location: str | torch.device = "cpu",
     prefix: str | None = None,
 ) -> ReFusionNet:
-    """Load a ReFusion fusion network from a file (``torch.load(weights_only=True)``).
+    """Load a ReFusion fusion network from a file (weights-only, see below).
 
     Accepted contents: our state dict (plain, or under ``'state_dict'``), an
     MMEngine checkpoint whose ``'state_dict'`` holds the network under a prefix
@@ -212,14 +213,16 @@ def load_fusion_checkpoint(
     norms). With ``model=None`` a :class:`ReFusionNet` is built with the
     configuration read off the weights; otherwise ``model`` is loaded strictly
     and returned.
+
+    The file is read by :func:`learnable_fusion_loss.compat.load_weights_only`:
+    ``weights_only=True`` plus the allow-list of MMEngine runner checkpoints, so
+    every checkpoint the project writes loads and no file can run code. A file
+    that is unreadable or holds other objects raises ``ValueError`` naming it.
     """
     path = os.fspath(path)
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # noqa: BLE001 - re-raised with the file named
-        raise ValueError(
-            f"cannot read {path!r} as a weights-only torch checkpoint: {error}"
-        ) from error
+    # The allow-list is applied inside, so a checkpoint of tools/train.py (MMEngine's
+    # message_hub with HistoryBuffer objects) loads in any process, still weights-only.
+    obj = load_weights_only(path, map_location=map_location)
     sd = obj.get("state_dict", obj) if isinstance(obj, Mapping) else None
     if not isinstance(sd, Mapping):
         raise ValueError(f"{path!r} holds a {type(obj).__name__}, not a state dict")
