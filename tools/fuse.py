@@ -45,7 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ir", required=True, type=Path, help="folder of infrared (first) images")
     parser.add_argument("--vi", required=True, type=Path, help="folder of visible (second) images")
     parser.add_argument("--out", required=True, type=Path, help="output folder (created)")
-    parser.add_argument("--checkpoint", required=True, type=Path, help="fusion network weights")
+    parser.add_argument("--checkpoint", required=True, type=Path,
+                        help="fusion network weights, or a zoo model name (e.g. tdfusion_msrsdet_cpu)")
     parser.add_argument("--config", type=Path, default=None,
                         help="MMEngine config; builds cfg.model.fusion_net (or cfg.fusion_net)")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")

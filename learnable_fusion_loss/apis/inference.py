@@ -65,7 +65,9 @@ def load_fusion_network(
     Args:
         checkpoint: weights file; our format, an MMEngine checkpoint or the public
             TDFusion release (see :func:`learnable_fusion_loss.models.load_fusion_checkpoint`,
-            which loads with ``weights_only=True``).
+            which loads with ``weights_only=True``); or the name of a zoo model
+            (:mod:`learnable_fusion_loss.apis.zoo`, e.g. ``"tdfusion_msrsdet_cpu"``)
+            where no file of that name exists.
         config: optional MMEngine config; ``cfg.model.fusion_net`` (or ``cfg.fusion_net``)
             is built through the ``MODELS`` registry and the weights are loaded into it.
             Without it the ReFusion configuration is read off the weights.
@@ -73,9 +75,17 @@ def load_fusion_network(
     """
     from ..models import load_fusion_checkpoint
 
+    from .zoo import load_zoo_module, zoo_names
+
     checkpoint = os.fspath(checkpoint)
     if not os.path.isfile(checkpoint):
-        raise FileNotFoundError(f"checkpoint not found: {checkpoint!r}")
+        if checkpoint in zoo_names():
+            if config is not None:
+                raise ValueError(f"zoo model {checkpoint!r} brings its own network; drop the config")
+            return load_zoo_module(checkpoint, "fusion_net", device=device)
+        raise FileNotFoundError(
+            f"checkpoint not found: {checkpoint!r} (neither a file nor a zoo model; zoo: {zoo_names()})"
+        )
     model = _build_from_config(config) if config is not None else None
     net = load_fusion_checkpoint(checkpoint, model=model, map_location="cpu")
     return net.to(device).eval()
