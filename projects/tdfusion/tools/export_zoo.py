@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         method, _, seed = (args.row or "").rpartition("_seed")
         position = record["setup"]["seeds"].index(int(seed))
         results = {"row": args.row, "metrics": record["per_seed"][method][position],
+                   "trained_at": record["setup"]["commit"], "command": record["setup"]["command"],
                    "source": str(args.results.relative_to(REPO_ROOT) if args.results.is_absolute()
                                  else args.results)}
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         "files": files,
         "config": args.config,
         "seed": args.seed,
-        "commit": commit,
+        "commit": commit,  # of the export; the training run's is results["trained_at"]
         "checkpoint": args.checkpoint.name,
         "results": results,
         "reference": reference_output(nets["fusion_net"], nets["generator"], args.data_root),
