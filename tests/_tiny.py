@@ -60,7 +60,8 @@ def make_learner(
         LearnableFusionLoss(generator),
         task,
         fusion_optimizer=torch.optim.SGD(fusion.parameters(), lr=0.5),
-        inner_backend=backend,
+        # the forward-mode hypergradient has no backend (setting one is refused)
+        inner_backend=None if kwargs.get("hypergradient") == "forward" else backend,
         inner_lr=inner_lr,
         **kwargs,
     )

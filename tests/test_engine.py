@@ -183,8 +183,11 @@ def test_epoch_plan_clips_meta_steps_and_cycles_fusion_steps():
 
 
 def test_epoch_plan_interleaved_has_no_fusion_phase():
-    plan = make_plan(n=20, meta_steps=4, schedule="interleaved")
+    plan = make_plan(n=20, meta_steps=4, fusion_steps=0, schedule="interleaved")
     assert [p.phase for p in plan.plan(0)] == ["interleaved"] * 4
+    for ignored in (None, 24):  # a fusion phase it would not run is refused, not dropped
+        with pytest.raises(ValueError, match=f"fusion_steps={ignored} would be ignored"):
+            make_plan(n=20, meta_steps=4, fusion_steps=ignored, schedule="interleaved")
     with pytest.raises(ValueError, match="schedule"):
         make_plan(schedule="alternating")
 
@@ -232,7 +235,7 @@ def test_interleaved_step_updates_all_three():
         {"phase": "interleaved", "meta_train": batch(1), "meta_test": batch(2)}, optim)
     for old, module in zip(before, (model.fusion_net, model.generator, model.task_net), strict=True):
         assert changed(old, module)
-    assert {"hypergrad_norm", "loss_fusion", "loss_task"} <= set(stats)
+    assert {"hypergrad_norm", "loss_fusion_meta", "loss_task"} <= set(stats)
 
 
 def test_bad_inputs_are_named():

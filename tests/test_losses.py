@@ -149,3 +149,43 @@ def test_non_finite_input_names_the_argument():
         intensity_loss(a, a, a, weights=torch.rand(1, 3, 4, 4))
     with pytest.raises(ValueError, match="alpha"):
         LearnableFusionLoss(ConstantWeights(), alpha=-1)
+
+
+@pytest.mark.parametrize("padding", ["reflect", "circular", "Zeros", "", None, 1])
+def test_bad_padding_is_refused_when_the_loss_is_built(padding):
+    # Before: LearnableFusionLoss stored any padding and only sobel() refused it, at
+    # the first forward; with alpha=0 it was never refused at all.
+    message = r"padding must be one of \('zeros', 'replicate'\), got "
+    for alpha in (1.0, 0.0):
+        with pytest.raises(ValueError, match=message):
+            LearnableFusionLoss(ConstantWeights(), alpha=alpha, padding=padding)
+    a = torch.rand(1, 1, 6, 6)
+    weights = torch.full((1, 2, 6, 6), 0.5)
+    with pytest.raises(ValueError, match=message):  # the term skips the gradient, not the check
+        fusion_loss(a, a, a, weights=weights, alpha=0.0, padding=padding)
+    with pytest.raises(ValueError, match=message):
+        gradient_loss(a, a, a, padding=padding)
+
+
+def test_every_listed_padding_is_supported():
+    from learnable_fusion_loss.losses.terms import PADDINGS
+
+    assert PADDINGS == ("zeros", "replicate")
+    image = torch.rand(1, 1, 6, 6)
+    for padding in PADDINGS:  # the list the error names is the list that works
+        loss = LearnableFusionLoss(ConstantWeights(), padding=padding)
+        assert loss.padding == padding and f"padding={padding!r}" in loss.extra_repr()
+        assert torch.isfinite(loss(image, image, image.flip(-1)).loss)
+        assert sobel(image, padding).shape == (1, 1, 2, 6, 6)
+
+
+def test_the_default_generator_is_never_silently_missing(monkeypatch):
+    # generators/__init__.py used to swallow a ModuleNotFoundError of tdfusion_lpn and
+    # export a package without TDFusionLPN; a broken install must fail loudly instead.
+    import importlib
+    import sys
+
+    monkeypatch.setitem(sys.modules, "learnable_fusion_loss.generators.tdfusion_lpn", None)
+    monkeypatch.delitem(sys.modules, "learnable_fusion_loss.generators")
+    with pytest.raises(ModuleNotFoundError, match="tdfusion_lpn"):
+        importlib.import_module("learnable_fusion_loss.generators")

@@ -180,63 +180,217 @@ def goals(stats: Mapping[str, Mapping], method: str, ablation: str | None) -> li
 
 
 # ----------------------------------------------------------------------------- paper numbers
-def paper_numbers(path: Path = PAPER_TABLES) -> dict[str, dict[str, str]]:
-    """Rows of the paper's Tables 1 and 2 from the reference transcription.
+#: The datasets of the paper's Tables 1–2, in the paper's order. A transcription that
+#: covers other datasets is a changed format, not a silent partial table.
+PAPER_DATASETS: tuple[str, ...] = ("MSRS", "FMB", "M3FD", "LLVIP")
+#: Table 3's rows (ablations on FMB), in the paper's order.
+PAPER_TABLE3_CONFIGS: tuple[str, ...] = ("I", "II", "III", "IV", "V", "full")
 
-    Returns ``{"MSRS TDFusion": {"EN": "6.74", ...}, "table2 TDFusion": {...}, ...}``;
-    empty when the file is absent (the table then says so).
+
+class PaperTablesError(ValueError):
+    """The paper's tables are missing from, or no longer parse in, the reference file."""
+
+
+def _section_table(path: Path | None, title: str) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the first Markdown table under the ``## {title}: …`` heading.
+
+    Cells are stripped of spaces and of the bold markers the transcription puts
+    around the paper's own method. Every failure names ``path``: a reader of the
+    error must know which file to fix. ``path=None`` is :data:`PAPER_TABLES`, read at
+    call time (so a test or a caller can point the module at another file).
     """
+    path = PAPER_TABLES if path is None else Path(path)
     if not path.is_file():
-        return {}
-    rows: dict[str, dict[str, str]] = {}
-    header: list[str] | None = None
-    table = ""
-    for line in path.read_text().splitlines():
+        raise PaperTablesError(
+            f"the paper's tables are missing: {path} does not exist (it is the transcription of "
+            f"Bai et al., CVPR 2025, Tables 1–3; see the README beside it)")
+    section: list[str] | None = None
+    for line in path.read_text(encoding="utf-8").splitlines():
         if line.startswith("## "):
-            table = "table1" if "Table 1" in line else "table2" if "Table 2" in line else ""
-            header = None
+            if section is not None:
+                break
+            if line[3:].startswith(f"{title}:"):
+                section = []
             continue
-        if not table or not line.startswith("|") or set(line) <= set("|-: "):
-            continue
-        cells = [c.strip().strip("*") for c in line.strip("|").split("|")]
-        if header is None:
-            header = cells
-            continue
-        if table == "table1":
-            rows[f"{cells[0]} {cells[1]}"] = dict(zip(header[2:], cells[2:], strict=False))
-        else:
-            rows[f"table2 {cells[0]}"] = dict(zip(header[1:], cells[1:], strict=False))
-    return rows
+        if section is not None:
+            section.append(line)
+    if section is None:
+        raise PaperTablesError(f"{path}: no section '## {title}: …' (has its format changed?)")
+    block: list[str] = []
+    for line in section:
+        if line.startswith("|"):
+            block.append(line)
+        elif block:
+            break  # the first table only; text after it is commentary
+    if len(block) < 3 or not set(block[1].strip()) <= set("|-: "):
+        raise PaperTablesError(
+            f"{path}: section '{title}' has no Markdown table (header, |---| line, rows)")
+
+    def cells(line: str) -> list[str]:
+        return [c.strip().strip("*").strip() for c in line.strip().strip("|").split("|")]
+
+    header = cells(block[0])
+    rows = [cells(line) for line in block[2:]]
+    for row in rows:
+        if len(row) != len(header):
+            raise PaperTablesError(
+                f"{path}: section '{title}': row {row} has {len(row)} cells, the header {len(header)}")
+    return header, rows
 
 
-def paper_lines(paper: Mapping[str, Mapping[str, str]]) -> list[str]:
-    if not paper:
-        return [f"(The paper's tables were not found at `{PAPER_TABLES}`.)"]
-    six = " | ".join(PAPER_SIX)
+def _check_number(path: Path, title: str, where: str, text: str) -> str:
+    """``text`` if it reads as a number (the transcription's digits are kept as written)."""
+    try:
+        float(text)
+    except ValueError:
+        raise PaperTablesError(f"{path}: section '{title}': {where} is {text!r}, not a number") from None
+    return text
+
+
+def _expect(path: Path, title: str, what: str, got: Sequence[str], want: Sequence[str]) -> None:
+    if list(got) != list(want):
+        raise PaperTablesError(
+            f"{path}: section '{title}': {what} are {list(got)}, expected {list(want)} "
+            f"(has the file's format changed?)")
+
+
+def paper_table1(path: Path | None = None) -> dict[str, dict[str, dict[str, str]]]:
+    """The paper's Table 1 (fusion metrics): ``{dataset: {method: {metric: value}}}``.
+
+    Values are the transcription's strings (``"11.30"``, not ``11.3``), so a table
+    printed from them shows the paper's digits. Raises :class:`PaperTablesError`,
+    naming ``path``, if the file is missing or its format changed.
+
+    >>> table = paper_table1()  # the reference file beside the repository
+    >>> table["MSRS"]["TDFusion"]["EN"], table["LLVIP"]["EMMA"]["SF"]
+    ('6.74', '15.37')
+    """
+    title, path = "Table 1", PAPER_TABLES if path is None else Path(path)
+    header, rows = _section_table(path, title)
+    _expect(path, title, "the columns", header, ("dataset", "method", *PAPER_SIX))
+    table: dict[str, dict[str, dict[str, str]]] = {}
+    for dataset, method, *values in rows:
+        if method in table.get(dataset, {}):  # a second row would silently replace the first
+            raise PaperTablesError(f"{path}: section '{title}': {dataset} {method} appears twice")
+        table.setdefault(dataset, {})[method] = {
+            key: _check_number(path, title, f"{dataset} {method} {key}", value)
+            for key, value in zip(PAPER_SIX, values, strict=True)}
+    _expect(path, title, "the datasets", list(table), PAPER_DATASETS)
+    return table
+
+
+def paper_table2(path: Path | None = None) -> dict[str, dict[str, dict[str, str]]]:
+    """The paper's Table 2 (downstream tasks, %): ``{dataset: {method: {metric: value}}}``.
+
+    The header's ``"<dataset> <metric>"`` columns are split per dataset, so MSRS has
+    ``mAcc``/``mIoU``, M3FD ``mAP50``/``mAP75``, LLVIP ``AP50``/``AP75`` (the paper's
+    names). Raises :class:`PaperTablesError`, naming ``path``, on a missing file or
+    a changed format.
+
+    >>> table = paper_table2()
+    >>> table["M3FD"]["TDFusion"]["mAP50"], table["LLVIP"]["Infrared"]
+    ('86.27', {'AP50': '96.03', 'AP75': '72.07'})
+    """
+    title, path = "Table 2", PAPER_TABLES if path is None else Path(path)
+    header, rows = _section_table(path, title)
+    if header[0] != "method" or any(len(h.split()) != 2 for h in header[1:]):
+        raise PaperTablesError(
+            f"{path}: section '{title}': columns {header} are not 'method' then '<dataset> <metric>' "
+            f"(has the file's format changed?)")
+    columns = [tuple(h.split()) for h in header[1:]]
+    _expect(path, title, "the datasets", list(dict.fromkeys(d for d, _ in columns)), PAPER_DATASETS)
+    table: dict[str, dict[str, dict[str, str]]] = {d: {} for d in PAPER_DATASETS}
+    for method, *values in rows:
+        if method in table[PAPER_DATASETS[0]]:
+            raise PaperTablesError(f"{path}: section '{title}': {method} appears twice")
+        for (dataset, metric), value in zip(columns, values, strict=True):
+            table[dataset].setdefault(method, {})[metric] = _check_number(
+                path, title, f"{method} {dataset} {metric}", value)
+    return table
+
+
+def paper_table3(path: Path | None = None) -> dict[str, dict[str, str]]:
+    """The paper's Table 3 (ablations on FMB, fusion metrics), keyed by config.
+
+    Keys are ``"I"`` … ``"V"`` and ``"full"`` (TDFusion itself); each value maps the
+    six metrics (``"EN"`` … ``"SSIM"``, strings as transcribed) and ``"what changes"``
+    (the transcription's description of the configuration) to their cells. Raises
+    :class:`PaperTablesError`, naming ``path``, on a missing file or a changed format.
+
+    >>> rows = paper_table3()
+    >>> list(rows), rows["full"]["SSIM"], rows["II"]["SF"]
+    (['I', 'II', 'III', 'IV', 'V', 'full'], '0.75', '11.65')
+    """
+    title, path = "Table 3", PAPER_TABLES if path is None else Path(path)
+    header, rows = _section_table(path, title)
+    _expect(path, title, "the columns", header, ("config", "what changes", *PAPER_SIX))
+    table = {row[0]: dict(zip(header[1:], row[1:], strict=True)) for row in rows}
+    # a list, not the dict's keys: a config given twice must not collapse into one row
+    _expect(path, title, "the configs", [row[0] for row in rows], PAPER_TABLE3_CONFIGS)
+    for config, row in table.items():
+        for key in PAPER_SIX:
+            _check_number(path, title, f"config {config} {key}", row[key])
+    return table
+
+
+def paper_numbers(path: Path | None = None) -> dict[str, dict[str, dict[str, str]]]:
+    """Tables 1 and 2 merged per dataset: ``{dataset: {method: {metric: value}}}``.
+
+    A method's row holds Table 1's six fusion metrics and the dataset's two Table 2
+    task metrics, whichever the paper reports (Infrared and Visible have no Table 1
+    row). Methods come in Table 2's order, then any only in Table 1.
+
+    >>> fmb = paper_numbers()["FMB"]
+    >>> fmb["TDFusion"]["mIoU"], fmb["TDFusion"]["EN"], fmb["Visible"].get("EN")
+    ('60.50', '6.86', None)
+    """
+    fusion, task = paper_table1(path), paper_table2(path)
+    merged: dict[str, dict[str, dict[str, str]]] = {}
+    for dataset in PAPER_DATASETS:
+        methods = list(dict.fromkeys([*task[dataset], *fusion[dataset]]))
+        merged[dataset] = {m: {**task[dataset].get(m, {}), **fusion[dataset].get(m, {})} for m in methods}
+    return merged
+
+
+def paper_lines(paper: Mapping[str, Mapping[str, Mapping[str, str]]]) -> list[str]:
+    """The Markdown paper section: one table per dataset (Tables 1 and 2 side by side).
+
+    >>> paper = {"MSRS": {"Infrared": {"mAcc": "83.23", "mIoU": "69.49"},
+    ...                   "TDFusion": {"EN": "6.74", "SF": "11.30", "SCD": "1.86", "VIF": "0.50",
+    ...                                "Qabf": "0.67", "SSIM": "0.70", "mAcc": "86.04",
+    ...                                "mIoU": "75.09"}}}
+    >>> print("\\n".join(paper_lines(paper)[-4:]))
+    | method | EN | SF | SCD | VIF | Qabf | SSIM | mAcc | mIoU |
+    |---|---:|---:|---:|---:|---:|---:|---:|---:|
+    | Infrared | — | — | — | — | — | — | 83.23 | 69.49 |
+    | **TDFusion** | 6.74 | 11.30 | 1.86 | 0.50 | 0.67 | 0.70 | 86.04 | 75.09 |
+    """
     lines = [
-        "The paper's own numbers (Bai et al., CVPR 2025, Tables 1–2, transcribed in "
-        "`../shared/reference/tdfusion_paper_tables.md`): **full datasets, 50 epochs, one RTX "
-        "3090**, task nets retrained for 300 epochs; not comparable with this CPU run, which "
-        "trains on 120 pairs of MSRS's *test* split.", "",
-        f"| paper, MSRS (Table 1) | {six} |", "|---|" + "---:|" * len(PAPER_SIX)]
-    for method in ("TDFusion", "EMMA", "TIMFusion"):
-        row = paper.get(f"MSRS {method}")
-        if row:
-            lines.append(f"| {method} | " + " | ".join(row.get(k, "") for k in PAPER_SIX) + " |")
-    lines += ["", "| paper, detection (Table 2, %) | M3FD mAP50 | M3FD mAP75 | LLVIP AP50 | LLVIP AP75 |",
-              "|---|---:|---:|---:|---:|"]
-    for method in ("Infrared", "Visible", "TDFusion"):
-        row = paper.get(f"table2 {method}")
-        if row:
-            lines.append(f"| {method} | " + " | ".join(
-                row.get(k, "") for k in ("M3FD mAP50", "M3FD mAP75", "LLVIP AP50", "LLVIP AP75")) + " |")
+        "#### The paper's numbers (Tables 1–2)", "",
+        ("The paper's own numbers (Bai et al., CVPR 2025, Tables 1–2, read from "
+         "`../shared/reference/tdfusion_paper_tables.md`): **full datasets, 50 epochs, one RTX "
+         "3090**, task nets retrained for 300 epochs; not comparable with this CPU run, which "
+         "trains on 120 pairs of MSRS's *test* split. Fusion metrics from Table 1, task "
+         "metrics (%) from Table 2; — where the paper gives none.")]
+    for dataset, methods in paper.items():
+        task = list(dict.fromkeys(k for row in methods.values() for k in row if k not in PAPER_SIX))
+        columns = [*PAPER_SIX, *task]
+        lines += ["", f"##### {dataset} (Table 1; Table 2: {', '.join(task) or 'none'})", "",
+                  "| method | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+        for method, row in methods.items():
+            label = f"**{method}**" if method == "TDFusion" else method
+            lines.append(f"| {label} | " + " | ".join(row.get(k, "—") for k in columns) + " |")
     return lines
 
 
 def build_markdown(stats: Mapping[str, Mapping], labels: Mapping[str, str], seeds: Mapping[str, int],
                    setup: Mapping[str, object], timings: Mapping[str, float],
                    method: str = "tdfusion", ablation: str | None = "ablation1",
-                   paper: Mapping[str, Mapping[str, str]] | None = None) -> str:
+                   paper: Mapping[str, Mapping[str, Mapping[str, str]]] | None = None) -> str:
+    """The results Markdown; ``paper`` (default: :func:`paper_numbers` of the reference
+    file, which must exist) gives the paper section, one table per dataset."""
+    if paper is None:
+        paper = paper_numbers()
     lines = ["## Results (CPU recipe, msrs_det)", "",
              f"Made by `{setup['command']}` ({setup['commit']}). Fusion metrics on the test pairs "
              f"at 480×640; task columns: a fresh YOLOv8n per row, {setup['det_steps']} steps "
@@ -253,7 +407,7 @@ def build_markdown(stats: Mapping[str, Mapping], labels: Mapping[str, str], seed
     lines += ["#### Goals of the results issue", "", "| goal | met | evidence |", "|---|---|---|"]
     for goal, met, evidence in goals(stats, method, ablation):
         lines.append(f"| {goal} | {'yes' if met else '**no**'} | {evidence} |")
-    lines += [""] + paper_lines(paper or {}) + ["", "#### Wall time (2 CPU cores)", "",
+    lines += [""] + paper_lines(paper) + ["", "#### Wall time (2 CPU cores)", "",
                                                "| step | seconds |", "|---|---:|"]
     lines += [f"| {step} | {seconds:.0f} |" if math.isfinite(seconds) else f"| {step} | — |"
               for step, seconds in timings.items()]
@@ -384,6 +538,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Read the paper's tables first: a missing or changed reference file must stop the
+    # run before hours of training, not when the Markdown is written at the end.
+    try:
+        paper = paper_numbers()
+    except PaperTablesError as error:
+        raise SystemExit(f"error: {error}") from None
     from learnable_fusion_loss import compat
 
     compat.apply_offline_defaults()
@@ -428,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
              "det_seed": args.det_seed}
     markdown = build_markdown(stats, labels, seeds, setup, timings,
                               ablation="ablation1" if "ablation1" in args.methods else None,
-                              paper=paper_numbers())
+                              paper=paper)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(markdown)
     record = {"setup": setup, "per_seed": per_seed,

@@ -12,7 +12,9 @@ iterations (the *epoch plan*), a pure function of ``(seed, e, rank)``:
    (:meth:`MetaLossLearner.fusion_step`).
 
 ``schedule='interleaved'`` (ablation IV, no separate fusion phase) runs ``M``
-iterations that each do a meta step and then a fusion step on the meta-train batch.
+iterations that each do a meta step in which F keeps its look-ahead step ``θ'`` (F
+"is updated during G's outer update", paper Table 3) and T takes its step on the
+updated F's meta-train output; ``fusion_steps`` must be 0 (nothing is ignored).
 
 Optional warm-ups (off by default, and off in the paper configs) run once, before
 the first epoch: ``fusion_warmup_steps`` iterations of F alone on the loss with
@@ -187,6 +189,13 @@ class EpochPlan:
             )
         if schedule == "interleaved" and self.meta_steps == 0:
             raise ValueError("schedule='interleaved' needs meta_steps >= 1 and two full batches")
+        if schedule == "interleaved" and fusion_steps != 0:
+            # An interleaved epoch has no fusion phase: a fusion_steps it would ignore
+            # (inherited from a base config, or None = one pass) is refused, not dropped.
+            raise ValueError(
+                f"train_cfg.fusion_steps={fusion_steps!r} would be ignored by schedule='interleaved' "
+                "(no separate fusion phase: F takes its look-ahead step inside each meta iteration); "
+                "set fusion_steps=0")
         rounding = math.floor if self.drop_last else math.ceil
         self.batches_per_pass = int(rounding(self.local_size / self.batch_size))
         if self.batches_per_pass < 1:
@@ -194,8 +203,6 @@ class EpochPlan:
                 f"no full batch of {self.batch_size} in {self.local_size} samples with drop_last=True"
             )
         self.fusion_steps = self.batches_per_pass if fusion_steps is None else int(fusion_steps)
-        if schedule == "interleaved":
-            self.fusion_steps = 0
         self.iters_per_epoch = self.meta_steps + self.fusion_steps
         if self.iters_per_epoch == 0:
             raise ValueError("an epoch has no iterations (meta_steps and fusion_steps are both 0)")
@@ -466,7 +473,7 @@ class MetaFusionTrainLoop(BaseLoop):
         counts = {
             "meta": f"{plan.meta_steps} meta steps (inner step of F, T', outer step of G)",
             "fusion": f"{plan.fusion_steps} fusion steps (F on L_f with G frozen, T on L_t)",
-            "interleaved": f"{plan.meta_steps} interleaved meta + fusion steps",
+            "interleaved": f"{plan.meta_steps} meta steps in which F keeps its look-ahead step (no fusion phase)",
             "fusion_warmup": f"{plan.fusion_warmup_steps} steps of F alone on the fixed 1/2-1/2 loss",
             "task_warmup": f"{plan.task_warmup_steps} steps of T alone on {plan.task_warmup_source!r}",
         }[phase]

@@ -17,7 +17,7 @@ A training iteration receives one of three data dicts from
 
     {"phase": "meta",        "meta_train": batch, "meta_test": batch}   # updates G
     {"phase": "fusion",      "inputs": batch}                           # updates F, T
-    {"phase": "interleaved", "meta_train": batch, "meta_test": batch}   # G, then F/T
+    {"phase": "interleaved", "meta_train": batch, "meta_test": batch}   # G; F keeps θ'; T
     {"phase": "fusion_warmup", "inputs": batch}                         # F only, ½–½ loss
     {"phase": "task_warmup", "inputs": batch, "source": "both"}        # T only
 """
@@ -71,6 +71,7 @@ _LEARNER_OPTIONS = (
     "fusion_task_weight",
     "allow_fresh_adam",
     "hypergradient",
+    "outer_lr_from_fusion",
 )
 
 
@@ -179,6 +180,13 @@ class MetaFusionModel(BaseModel):
             raise TypeError(f"fusion_net must build an nn.Module, got {type(self.fusion_net).__name__}")
         if not isinstance(self.loss, LearnableLoss):
             raise TypeError(f"loss must build a LearnableLoss, got {type(self.loss).__name__}")
+        if hasattr(self.fusion_net, "bind_generator"):
+            # An F that fuses with G's own weights (ablation V) gets a reference to G,
+            # not a copy: G's parameters stay G's (one optimiser, one state_dict entry).
+            self.fusion_net.bind_generator(self.loss.generator)
+        #: optimiser arguments given to the adapter (refused beside an optim_wrapper.task entry)
+        self._task_optimizer_args = (
+            {k for k in ("lr", "weight_decay", "optimizer") if k in task} if isinstance(task, Mapping) else set())
         adapter = _build_task(_with_device(task), task_scope)
         if not isinstance(adapter, TaskAdapter):
             raise TypeError(
@@ -239,18 +247,30 @@ class MetaFusionModel(BaseModel):
                 "(use constructor='MultiModuleOptimWrapperConstructor'), got "
                 f"{type(optim_wrapper).__name__}"
             )
-        for _, wrapper in optim_wrapper.items():
-            # The learner steps the torch optimisers directly; MMEngine's parameter
-            # schedulers count steps on the wrapper, so forward each step to that count.
+        for name, wrapper in optim_wrapper.items():
+            _check_wrapper(name, wrapper)
+            # The learner steps the torch optimisers directly, so the wrapper's gradient
+            # clipping runs as a pre-step hook on its optimiser: every step of F, G (the
+            # hypergradient) and T, including T's step inside a meta step, is clipped,
+            # and the norm is logged as grad_norm_<name>.
+            if wrapper.clip_grad_kwargs:
+                wrapper.grad_name = f"grad_norm_{name}"
+                wrapper.optimizer.register_step_pre_hook(_ClipBeforeStep(wrapper))
+            # MMEngine's wrapper keeps a step count (read for a warning only); keep it right.
             wrapper.optimizer.register_step_post_hook(_StepCounter(wrapper))
-        if not self.fusion_trainable:
+        if "task" in optim_wrapper and self._task_optimizer_args:
+            raise ValueError(
+                f"model.task sets {sorted(self._task_optimizer_args)} and optim_wrapper has a 'task' "
+                "entry, which replaces the adapter's optimiser: set T's optimiser in one place "
+                "(optim_wrapper.task, or the adapter's arguments with optim_wrapper.task=None)")
+        has_generator_params = any(p.requires_grad for p in self.generator.parameters())
+        if not self.fusion_trainable and not has_generator_params:
             if "task" in optim_wrapper:
                 self._bind_task_optimizer(optim_wrapper)
             self._bound_optim_wrapper = optim_wrapper
             return None
-        if "fusion" not in optim_wrapper:
+        if self.fusion_trainable and "fusion" not in optim_wrapper:
             raise KeyError("optim_wrapper has no 'fusion' entry (F's optimiser)")
-        has_generator_params = any(p.requires_grad for p in self.generator.parameters())
         outer_step = self.learner_cfg.get("outer_step", "adam")
         generator_optimizer = None
         if "generator" in optim_wrapper:
@@ -265,7 +285,7 @@ class MetaFusionModel(BaseModel):
             self.fusion_net,
             self.loss,
             self.task,
-            fusion_optimizer=optim_wrapper["fusion"].optimizer,
+            fusion_optimizer=optim_wrapper["fusion"].optimizer if "fusion" in optim_wrapper else None,
             generator_optimizer=generator_optimizer,
             **self.learner_cfg,
         )
@@ -353,11 +373,7 @@ class MetaFusionModel(BaseModel):
             return self._rename(learner.fusion_step(self._preprocess(data["inputs"], True)))
         meta_train = self._preprocess(data["meta_train"], True)
         meta_test = self._preprocess(data["meta_test"], True)
-        stats = learner.meta_step(meta_train, meta_test)
-        if phase == "interleaved":
-            fusion_stats = learner.fusion_step(meta_train)
-            stats = {**stats, **fusion_stats}
-        return self._rename(stats)
+        return self._rename(learner.meta_step(meta_train, meta_test, update_fusion=phase == "interleaved"))
 
     def _task_only_step(self, batch: FusionBatch) -> dict[str, float]:
         """Fixed fusion rule: log its L_f, train T on its output."""
@@ -437,8 +453,38 @@ class MetaFusionModel(BaseModel):
         return self.fuse(batch.a, batch.b)
 
 
+def _check_wrapper(name: str, wrapper: OptimWrapper) -> None:
+    """Refuse the OptimWrapper settings the learner's own steps cannot honour."""
+    from mmengine.optim import AmpOptimWrapper
+
+    if isinstance(wrapper, AmpOptimWrapper):
+        raise ValueError(
+            f"optim_wrapper.{name}: AmpOptimWrapper is not supported: the learner steps the "
+            "optimisers itself and the hypergradient is taken by autograd.grad, so the loss "
+            "scaler would never run; use type='OptimWrapper'")
+    if getattr(wrapper, "_accumulative_counts", 1) != 1:
+        raise ValueError(
+            f"optim_wrapper.{name}.accumulative_counts={wrapper._accumulative_counts} is not "
+            "supported: every meta and fusion step of Algorithm 1 is one optimiser step "
+            "(raise the batch size instead)")
+
+
+class _ClipBeforeStep:
+    """Optimiser pre-step hook: the wrapper's ``clip_grad`` on that optimiser's gradients."""
+
+    def __init__(self, wrapper: OptimWrapper) -> None:
+        self.wrapper = wrapper
+
+    def __call__(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        self.wrapper._clip_grad()
+
+
 class _StepCounter:
-    """Optimiser post-step hook: bump the wrapper's step count read by param schedulers."""
+    """Optimiser post-step hook: count the step in the wrapper's ``_global_step``.
+
+    MMEngine's parameter schedulers do not read it (they step per iteration or epoch);
+    the wrapper uses it only to warn about accumulation at the end of an epoch.
+    """
 
     def __init__(self, wrapper: OptimWrapper) -> None:
         self.wrapper = wrapper

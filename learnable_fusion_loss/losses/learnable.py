@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from .._checks import check_image, check_same_shape
 from ..registry import MODELS
-from .terms import GradientForm, IntensityForm, Padding, fusion_loss
+from .terms import GradientForm, IntensityForm, Padding, check_padding, fusion_loss
 
 #: ``criterion(output, inputs, params) -> {"loss": scalar, <term>: scalar, ...}``
 Criterion = Callable[[Tensor, tuple[Tensor, ...], Tensor], dict[str, Tensor]]
@@ -101,7 +101,16 @@ class LearnableFusionLoss(LearnableLoss):
         alpha: weight of the gradient term (paper: 1).
         intensity_form: ``"paper"`` (default) or ``"official"`` (squared weights).
         gradient_form: ``"magnitude"`` (default) or ``"axis"`` (public code).
-        padding: Sobel border, ``"zeros"`` as in the public code, or ``"replicate"``.
+        padding: Sobel border, ``"zeros"`` as in the public code, or ``"replicate"``
+            (any other value is refused here, when the loss is built).
+
+    >>> from learnable_fusion_loss.generators import ConstantWeights
+    >>> LearnableFusionLoss(ConstantWeights(), padding="replicate").padding
+    'replicate'
+    >>> LearnableFusionLoss(ConstantWeights(), padding="reflect")
+    Traceback (most recent call last):
+        ...
+    ValueError: padding must be one of ('zeros', 'replicate'), got 'reflect'
     """
 
     def __init__(
@@ -118,10 +127,12 @@ class LearnableFusionLoss(LearnableLoss):
             raise ValueError(f"intensity_form must be 'paper' or 'official', got {intensity_form!r}")
         if gradient_form not in ("magnitude", "axis"):
             raise ValueError(f"gradient_form must be 'magnitude' or 'axis', got {gradient_form!r}")
+        # Validated here rather than at the first forward: a config with a typo must
+        # fail when it is built, and with alpha=0 the padding would never be used.
+        self.padding = check_padding(padding)
         self.alpha = float(alpha)
         self.intensity_form = intensity_form
         self.gradient_form = gradient_form
-        self.padding = padding
         super().__init__(generator, self._criterion)
 
     def _criterion(self, fused: Tensor, sources: tuple[Tensor, ...], weights: Tensor) -> dict:

@@ -20,7 +20,7 @@ border. The total is ``L_f = L_int + α · L_grad`` (α = 1 in the paper).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import kornia
 import torch
@@ -32,7 +32,32 @@ IntensityForm = Literal["paper", "official"]
 GradientForm = Literal["magnitude", "axis"]
 Padding = Literal["zeros", "replicate"]
 
+#: The supported values of every ``padding`` argument, from the ``Padding`` type itself
+#: so the two cannot drift apart.
+PADDINGS: tuple[str, ...] = get_args(Padding)
+#: ``padding`` -> kornia's ``border_type``.
 _BORDER = {"zeros": "constant", "replicate": "replicate"}
+if set(_BORDER) != set(PADDINGS):  # a new Padding value without a border type is a bug here
+    raise RuntimeError(f"_BORDER covers {sorted(_BORDER)}, Padding allows {sorted(PADDINGS)}")
+
+
+def check_padding(padding: object) -> Padding:
+    """Return ``padding`` if it is a supported Sobel border, else raise ``ValueError``.
+
+    Called where a padding mode is accepted (not only where it is first used), so a
+    bad value fails when a loss is built or a term is called, not steps later or
+    never (``fusion_loss`` with ``alpha=0`` skips the gradient term entirely).
+
+    >>> check_padding("zeros")
+    'zeros'
+    >>> check_padding("reflect")
+    Traceback (most recent call last):
+        ...
+    ValueError: padding must be one of ('zeros', 'replicate'), got 'reflect'
+    """
+    if not isinstance(padding, str) or padding not in PADDINGS:
+        raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
+    return padding  # type: ignore[return-value]
 
 
 def _stack_sources(fused: Tensor, sources: tuple[Tensor, ...]) -> Tensor:
@@ -56,8 +81,7 @@ def sobel(image: Tensor, padding: Padding = "zeros") -> Tensor:
     Returns:
         ``[B, C, 2, H, W]``: ``d/dx`` (kernel ``[[-1,0,1],[-2,0,2],[-1,0,1]]``) then ``d/dy``.
     """
-    if padding not in _BORDER:
-        raise ValueError(f"padding must be one of {sorted(_BORDER)}, got {padding!r}")
+    check_padding(padding)
     # kornia's spatial_gradient always pads by replication; filter2d with the same
     # Sobel kernels lets us choose the border and stays a plain conv2d (double-backward safe).
     kernels = kornia.filters.get_spatial_gradient_kernel2d("sobel", 1).to(image)  # [2, 3, 3]
@@ -111,6 +135,9 @@ def gradient_loss(
     Returns:
         A scalar.
     """
+    check_padding(padding)
+    if form not in ("magnitude", "axis"):  # checked before any Sobel work is done
+        raise ValueError(f"form must be 'magnitude' or 'axis', got {form!r}")
     stacked = _stack_sources(fused, sources)
     grad_sources = sobel(stacked, padding)  # [B, K, 2, H, W]
     grad_fused = sobel(fused, padding)  # [B, 1, 2, H, W]
@@ -140,6 +167,11 @@ def fusion_loss(
     Returns:
         ``{"loss": L_f, "loss_int": L_int, "loss_grad": L_grad}``.
     """
+    # Checked up front: with alpha == 0 the gradient term (and so its padding and
+    # form) is never evaluated, and a typo would pass silently.
+    check_padding(padding)
+    if gradient_form not in ("magnitude", "axis"):
+        raise ValueError(f"gradient_form must be 'magnitude' or 'axis', got {gradient_form!r}")
     loss_int = intensity_loss(fused, *sources, weights=weights, form=intensity_form)
     if alpha == 0:
         loss_grad = torch.zeros((), dtype=fused.dtype, device=fused.device)
@@ -148,4 +180,4 @@ def fusion_loss(
     return {"loss": loss_int + alpha * loss_grad, "loss_int": loss_int, "loss_grad": loss_grad}
 
 
-__all__ = ["sobel", "intensity_loss", "gradient_loss", "fusion_loss"]
+__all__ = ["PADDINGS", "check_padding", "sobel", "intensity_loss", "gradient_loss", "fusion_loss"]

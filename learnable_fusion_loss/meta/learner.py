@@ -42,6 +42,7 @@ from ..generators.simple import ConstantWeights
 from ..tasks.base import TaskAdapter, as_task
 from .batch import FusionBatch
 from .inner import Backend, InnerOptimizer, InnerStep, bind_weights
+from .warmup import TASK_WARMUP_SOURCES, TaskWarmupSource, task_warmup_step
 
 OuterStep = Literal["adam", "max_norm"]
 HypergradientMode = Literal["unrolled", "forward"]
@@ -74,12 +75,21 @@ class MetaLossLearner:
         loss: the learnable loss; its ``generator`` is G.
         task: a :class:`~learnable_fusion_loss.tasks.TaskAdapter` or a bare
             ``task_loss(fused, target)`` callable.
-        fusion_optimizer: F's optimiser (its learning rate is the inner η).
+        fusion_optimizer: F's optimiser (its learning rate is the inner η); None only
+            for an F without trainable parameters (e.g. ablation V's weighted sum of
+            the sources with G's own weights), whose "inner step" is the identity.
         generator_optimizer: G's optimiser for ``outer_step="adam"``; default
             ``Adam(G.parameters(), lr=outer_lr)``.
         outer_step: ``"adam"`` (paper) or ``"max_norm"`` (public code).
         outer_lr: learning rate of the outer step (paper: 1e-4).
-        inner_backend: ``"torch.func"`` (default), ``"higher"`` or ``"learn2learn"``.
+        outer_lr_from_fusion: the max-normalised outer step takes F's optimiser's
+            *current* learning rate instead of ``outer_lr``, so it follows F's schedule
+            (the public code's ``outer_update(Loss_model, lr_epoch)``). Only with
+            ``outer_step="max_norm"``: an Adam outer step has its own optimiser, which
+            MMEngine's parameter schedulers schedule.
+        inner_backend: ``"torch.func"`` (the default), ``"higher"`` or ``"learn2learn"``;
+            only ``hypergradient="unrolled"`` differentiates through a backend, so
+            setting it with ``"forward"`` is refused rather than ignored.
         inner_optimizer: ``"sgd"`` (default) or ``"adam"`` (see :class:`InnerStep`).
         inner_lr: fixed η; default ties η to ``fusion_optimizer``'s current lr.
         fusion_task_weight: λ ≥ 0; F's fusion step also minimises ``λ · L_t``
@@ -99,16 +109,17 @@ class MetaLossLearner:
         fusion_net: nn.Module,
         loss: LearnableLoss,
         task: TaskAdapter | Callable[[Tensor, Any], Tensor],
-        fusion_optimizer: torch.optim.Optimizer,
+        fusion_optimizer: torch.optim.Optimizer | None,
         generator_optimizer: torch.optim.Optimizer | None = None,
         outer_step: OuterStep = "adam",
         outer_lr: float = 1e-4,
-        inner_backend: Backend = "torch.func",
+        inner_backend: Backend | None = None,
         inner_optimizer: InnerOptimizer = "sgd",
         inner_lr: float | None = None,
         fusion_task_weight: float = 0.0,
         allow_fresh_adam: bool = False,
         hypergradient: HypergradientMode = "unrolled",
+        outer_lr_from_fusion: bool = False,
     ) -> None:
         if hypergradient not in ("unrolled", "forward"):
             raise ValueError(f"hypergradient must be 'unrolled' or 'forward', got {hypergradient!r}")
@@ -116,6 +127,15 @@ class MetaLossLearner:
             raise ValueError(f"outer_step must be 'adam' or 'max_norm', got {outer_step!r}")
         if not (outer_lr > 0 and math.isfinite(outer_lr)):
             raise ValueError(f"outer_lr must be a finite positive number, got {outer_lr}")
+        if hypergradient == "forward" and inner_backend is not None:
+            raise ValueError(
+                f"inner_backend={inner_backend!r} has no effect with hypergradient='forward' (it "
+                "differentiates the inner step itself, with no backend): remove inner_backend, or "
+                "use hypergradient='unrolled' to differentiate through that backend")
+        if outer_lr_from_fusion and outer_step != "max_norm":
+            raise ValueError(
+                "outer_lr_from_fusion=True needs outer_step='max_norm'; an Adam outer step has G's "
+                "own optimiser (schedule it with a param_scheduler on 'generator')")
         if fusion_task_weight < 0:
             raise ValueError(f"fusion_task_weight must be >= 0, got {fusion_task_weight}")
         if not isinstance(loss, LearnableLoss):
@@ -123,6 +143,9 @@ class MetaLossLearner:
         self.fusion_net = fusion_net
         self.loss = loss
         self.task = as_task(task)
+        self.fusion_params = [p for p in fusion_net.parameters() if p.requires_grad]
+        if fusion_optimizer is None and self.fusion_params:
+            raise ValueError("fusion_optimizer is required: F has trainable parameters")
         self.fusion_optimizer = fusion_optimizer
         self.generator_params = [p for p in loss.generator.parameters() if p.requires_grad]
         if generator_optimizer is None and outer_step == "adam" and self.generator_params:
@@ -130,7 +153,8 @@ class MetaLossLearner:
         self.generator_optimizer = generator_optimizer
         self.outer_step = outer_step
         self.outer_lr = outer_lr
-        self.inner = InnerStep(inner_backend, inner_optimizer, allow_fresh_adam)
+        self.outer_lr_from_fusion = bool(outer_lr_from_fusion)
+        self.inner = InnerStep(inner_backend or "torch.func", inner_optimizer, allow_fresh_adam)
         self.inner_lr = inner_lr
         self.fusion_task_weight = float(fusion_task_weight)
         self.hypergradient_mode = hypergradient
@@ -144,7 +168,15 @@ class MetaLossLearner:
         """η: fixed, or F's optimiser's current learning rate (as the public code)."""
         if self.inner_lr is not None:
             return float(self.inner_lr)
+        if self.fusion_optimizer is None:  # no F parameters: nothing steps with η
+            return 0.0
         return float(self.fusion_optimizer.param_groups[0]["lr"])
+
+    def current_outer_lr(self) -> float:
+        """The max-normalised outer step's lr: fixed, or F's current lr (public code)."""
+        if self.outer_lr_from_fusion and self.fusion_optimizer is not None:
+            return float(self.fusion_optimizer.param_groups[0]["lr"])
+        return float(self.outer_lr)
 
     # -------------------------------------------------------------- meta step
     @contextmanager
@@ -197,6 +229,8 @@ class MetaLossLearner:
         and comes from autograd on the update rule. No second-order graph of F is
         ever built: F's activations live for one first-order pass at a time.
         """
+        if not self.fusion_params:
+            return self._hypergradient_direct(meta_train, meta_test)
         if self.hypergradient_mode == "forward":
             return self._hypergradient_forward(meta_train, meta_test)
         with self._task_prime(meta_train):
@@ -209,6 +243,20 @@ class MetaLossLearner:
             return []
         return _zeros_where_none(
             torch.autograd.grad(output, self.generator_params, allow_unused=True), self.generator_params)
+
+    def _hypergradient_direct(self, meta_train: FusionBatch, meta_test: FusionBatch) -> Hypergradient:
+        """An F without parameters: θ' = θ, so ``∂L_t/∂φ`` is the direct derivative.
+
+        It is non-zero only where F itself uses G (ablation V: ``F = w_a·a + w_b·b``
+        with G's weights); for a fixed rule it is zero.
+        """
+        with torch.no_grad():
+            inner = self.loss(self.fusion_net(meta_train.a, meta_train.b), meta_train.a, meta_train.b)
+        with self._task_prime(meta_train):
+            loss_task = self.task.loss(self.fusion_net(*meta_test.task_sources), meta_test.target)
+            grads = self._generator_grads(loss_task) if loss_task.requires_grad else [
+                torch.zeros_like(p) for p in self.generator_params]
+        return Hypergradient(grads=grads, loss_task=loss_task.detach(), inner=inner)
 
     def _hypergradient_forward(self, meta_train: FusionBatch, meta_test: FusionBatch) -> Hypergradient:
         net = self.fusion_net
@@ -257,8 +305,17 @@ class MetaLossLearner:
             loss_task, _ = self._meta_loss(meta_train, meta_test)
         return float(loss_task.detach())
 
-    def meta_step(self, meta_train: FusionBatch, meta_test: FusionBatch) -> dict[str, float]:
-        """Inner step, T', outer step: updates G only. Returns logging stats."""
+    def meta_step(
+        self, meta_train: FusionBatch, meta_test: FusionBatch, update_fusion: bool = False
+    ) -> dict[str, float]:
+        """Inner step, T', outer step: updates G only. Returns logging stats.
+
+        ``update_fusion=True`` (ablation IV, no separate fusion phase): F keeps its
+        look-ahead step ``θ'`` (taken with G's weights before the outer update, so F
+        "is updated during G's outer update"), then T takes one step on the updated
+        F's meta-train output.
+        """
+        inner_grads = self._inner_gradient(meta_train) if update_fusion and self.fusion_params else None
         hyper = self.hypergradient(meta_train, meta_test)
         stats = {
             "loss_task_meta": float(hyper.loss_task),
@@ -270,9 +327,44 @@ class MetaLossLearner:
         if not (hyper.finite and math.isfinite(stats["loss_task_meta"])):
             self.skipped_meta_steps += 1
             stats.update(skipped=1.0, skipped_total=float(self.skipped_meta_steps))
-            return stats
-        self._apply_outer(hyper.grads)
-        stats.update(skipped=0.0, skipped_total=float(self.skipped_meta_steps))
+        else:
+            self._apply_outer(hyper.grads)
+            stats.update(skipped=0.0, skipped_total=float(self.skipped_meta_steps))
+        if update_fusion:
+            stats.update(self._keep_look_ahead(meta_train, inner_grads))
+        return stats
+
+    def _inner_gradient(self, batch: FusionBatch) -> list[Tensor]:
+        """``∇_θ L_f(F_θ(tr); G_φ(tr))``, first order: the gradient of F's look-ahead step."""
+        self.fusion_net.train()
+        output = self.loss(self.fusion_net(batch.a, batch.b), batch.a, batch.b, detach_params=True)
+        grads = torch.autograd.grad(output.loss, self.fusion_params, allow_unused=True)
+        return [g.detach() for g in _zeros_where_none(grads, self.fusion_params)]
+
+    def _keep_look_ahead(self, batch: FusionBatch, grads: list[Tensor] | None) -> dict[str, float]:
+        """θ ← θ' (the inner step's rule), then T's step on the updated F's task view."""
+        stats: dict[str, float] = {}
+        if grads is not None:
+            if not all(bool(torch.isfinite(g).all()) for g in grads):
+                stats["fusion_skipped"] = 1.0
+            elif self.inner.inner_optimizer == "adam":
+                # θ' of the Adam rule is exactly torch's Adam step from F's state;
+                # stepping the optimiser also advances that state, as a real step must.
+                assert self.fusion_optimizer is not None
+                self.fusion_optimizer.zero_grad(set_to_none=True)
+                for param, grad in zip(self.fusion_params, grads, strict=True):
+                    param.grad = grad.clone()
+                self.fusion_optimizer.step()
+                self.fusion_optimizer.zero_grad(set_to_none=True)
+            else:
+                eta = self.current_inner_lr()
+                with torch.no_grad():
+                    for param, grad in zip(self.fusion_params, grads, strict=True):
+                        param.sub_(grad, alpha=eta)
+        with torch.no_grad():
+            fused_task = self.fusion_net(*batch.task_sources)
+        task_stats = self.task.train_step(fused_task.detach(), batch.target)
+        stats.update({k if k.startswith("loss") else f"task_{k}": v for k, v in task_stats.items()})
         return stats
 
     def _apply_outer(self, grads: list[Tensor]) -> None:
@@ -290,7 +382,7 @@ class MetaLossLearner:
         if scale > 0:  # the public code's max-normalised step
             with torch.no_grad():
                 for param, grad in zip(self.generator_params, grads, strict=True):
-                    param.add_(grad, alpha=-self.outer_lr / scale)
+                    param.add_(grad, alpha=-self.current_outer_lr() / scale)
 
     # ------------------------------------------------------------ fusion step
     def fusion_step(
@@ -305,6 +397,19 @@ class MetaLossLearner:
             train_task: also take T's step on the fused task view (Algorithm 1).
         """
         self.fusion_net.train()
+        if not self.fusion_params:  # nothing to step (ablation V with G's weights): T only
+            with torch.no_grad():
+                output = self.loss(self.fusion_net(batch.a, batch.b), batch.a, batch.b, params=loss_params)
+            stats = {f"{k}": float(v) for k, v in output.terms.items()}
+            stats["loss_fusion"] = stats.pop("loss")
+            if train_task:
+                with torch.no_grad():
+                    fused_task = self.fusion_net(*batch.task_sources)
+                task_stats = self.task.train_step(fused_task, batch.target)
+                stats.update({k if k.startswith("loss") else f"task_{k}": v for k, v in task_stats.items()})
+            stats.update(_weight_means(output.params))
+            return stats
+        assert self.fusion_optimizer is not None
         self.fusion_optimizer.zero_grad(set_to_none=True)
         fused = self.fusion_net(batch.a, batch.b)
         output = self.loss(fused, batch.a, batch.b, params=loss_params, detach_params=True)
@@ -337,6 +442,8 @@ class MetaLossLearner:
         before the first meta phase, so that the inner step starts from an F whose
         output the task can use (an untrained F's output is noise to T).
         """
+        if not self.fusion_params:
+            raise ValueError("a fusion warm-up needs an F with trainable parameters: set fusion_warmup_steps=0")
         uniform = ConstantWeights((1.0, 1.0))(batch.a, batch.b)
         return self.fusion_step(batch, loss_params=uniform, train_task=False)
 
@@ -348,48 +455,6 @@ class MetaLossLearner:
         ``"fused"`` (F's current output, e.g. after a fusion warm-up).
         """
         return task_warmup_step(self.task, self.fusion_net, batch, source)
-
-
-#: Inputs a task warm-up can train T on (see :func:`task_warmup_step`).
-TASK_WARMUP_SOURCES: tuple[str, ...] = ("a", "b", "both", "mean", "max", "fused")
-TaskWarmupSource = Literal["a", "b", "both", "mean", "max", "fused"]
-
-
-def task_warmup_step(
-    task: Any, fusion_net: nn.Module, batch: FusionBatch, source: TaskWarmupSource = "both"
-) -> dict[str, float]:
-    """One warm-up step of the task alone on the task view of ``source``.
-
-    A task net trained from scratch gives a task loss that is noise for its first
-    hundreds of steps; a hypergradient taken through it is noise too. Training T
-    first, on inputs it will later see, gives the meta step a task with a voice
-    (TDFusion's authors suggest a pre-trained task net; HaowenBai/TDFusion issue #6).
-
-    >>> import torch
-    >>> from learnable_fusion_loss.meta import FusionBatch
-    >>> from learnable_fusion_loss.tasks import CallableTask
-    >>> task = CallableTask(lambda fused, target: fused.mean())
-    >>> a = b = torch.rand(1, 1, 8, 8)
-    >>> task_warmup_step(task, torch.nn.Identity(), FusionBatch(a, b), "max")
-    {}
-    """
-    if source not in TASK_WARMUP_SOURCES:
-        raise ValueError(f"task warm-up source must be one of {TASK_WARMUP_SOURCES}, got {source!r}")
-    a, b = batch.task_sources
-    if source == "fused":
-        with torch.no_grad():
-            inputs = [fusion_net(a, b)]
-    else:
-        inputs = {"a": [a], "b": [b], "both": [a, b], "mean": [(a + b) / 2],
-                  "max": [torch.maximum(a, b)]}[source]
-    stats: dict[str, float] = {}
-    for k, image in enumerate(inputs):
-        step = task.train_step(image.detach(), batch.target)
-        suffix = f"_{'ab'[k]}" if len(inputs) > 1 else ""
-        stats.update({f"{name}{suffix}": value for name, value in step.items()})
-    if len(inputs) > 1 and all(f"loss_task_{s}" in stats for s in "ab"):
-        stats["loss_task"] = (stats["loss_task_a"] + stats["loss_task_b"]) / 2
-    return stats
 
 
 def _zeros_where_none(grads: Sequence[Tensor | None], like: Iterable[Tensor]) -> list[Tensor]:

@@ -3,7 +3,8 @@
 # differentiable SGD inner step (eta = F's current lr) and an Adam outer step on G.
 # hypergradient='forward' gives the same hypergradient as the unrolled torch.func
 # step (tests/test_meta.py, tests/test_networks.py) at ~half the peak memory;
-# 'unrolled' differentiates through inner_backend instead.
+# 'unrolled' differentiates through model.learner.inner_backend instead (which is
+# refused with 'forward', where it would do nothing).
 # A task config adds model.task and model.data_keys.
 model = dict(
     type='MetaFusionModel',
@@ -15,7 +16,7 @@ model = dict(
         intensity_form='paper',
         gradient_form='magnitude'),
     learner=dict(
-        outer_step='adam', inner_backend='torch.func', inner_optimizer='sgd',
+        outer_step='adam', inner_optimizer='sgd',
         hypergradient='forward', fusion_task_weight=0.0),
     source_names=('ir', 'vis'),
 )

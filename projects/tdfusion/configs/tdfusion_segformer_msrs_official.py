@@ -1,6 +1,6 @@
 # TDFusion on MSRS with the public code's recipe (HaowenBai/TDFusion train.py):
 # 40 epochs, StepLR(10, 0.1) on every optimiser, batch 1 doubled by the source
-# swap ("Switch"), the max-normalised outer step with the epoch's F lr (1e-4),
+# swap ("Switch"), the max-normalised outer step with the epoch's F lr (outer_lr_from_fusion),
 # the squared-weight intensity term and the per-axis gradient term.
 _base_ = [
     '../../../configs/_base_/models/tdfusion_segformer.py',
@@ -9,7 +9,9 @@ _base_ = [
     '../../../configs/_base_/default_runtime.py',
 ]
 model = dict(
-    task=dict(num_classes=9),
+    # the public SegFormer takes the fused image as it is (1 channel in [0, 1], no
+    # (x - mean) / std; README 'The public recipe, line by line')
+    task=dict(num_classes=9, mean=[0.0], std=[1.0]),
     loss=dict(intensity_form='official', gradient_form='axis'),
-    learner=dict(outer_step='max_norm', outer_lr=1e-4))
+    learner=dict(outer_step='max_norm', outer_lr=1e-4, outer_lr_from_fusion=True))
 train_dataloader = dict(batch_size=1, collate_fn=dict(type='collate_paired', swap_modalities=True))
