@@ -336,9 +336,16 @@ def load_weights_only(path: str | os.PathLike[str], map_location: Any = "cpu") -
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path!r}")
+    if os.path.getsize(path) == 0:
+        # torch says only "EOFError" (an empty message) for this one.
+        raise ValueError(f"cannot read {path!r} as a torch checkpoint: the file is empty "
+                         "(0 bytes; was its writing interrupted?)")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # noqa: BLE001 - re-raised with the file named
+        if isinstance(error, EOFError):
+            raise ValueError(f"cannot read {path!r} as a torch checkpoint: the file ends "
+                             "early (truncated)") from None
         reason = _refusal_reason(error)
         refused = isinstance(error, pickle.UnpicklingError) and (
             "Unsupported global" in reason or "getattr" in reason or "HistoryBuffer" in reason

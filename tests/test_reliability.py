@@ -166,3 +166,175 @@ def test_test_tool_refuses_a_mismatching_checkpoint(make, trained: Path, tmp_pat
     assert "Traceback" not in done.stderr, _log(done)
     assert not out.exists() and not list(work.rglob("test_results.json"))
     assert not (work / "test_outputs").exists()
+
+
+# ------------------------------------------------------------------ item 3
+def _copy_work_dir(trained: Path, target: Path) -> Path:
+    """A private copy of the trained work dir (checkpoint and ``last_checkpoint``)."""
+    target.mkdir()
+    shutil.copy(trained, target / trained.name)
+    (target / "last_checkpoint").write_text(str(target / trained.name))
+    return target
+
+
+def _train(work: Path, *flags: str) -> subprocess.CompletedProcess:
+    return _tool("tools/train.py", CONFIG, "--work-dir", work, *flags, "--cfg-options", *TRAIN_OPTIONS)
+
+
+@pytest.mark.slow
+def test_a_busy_or_used_work_dir_is_refused(trained: Path, tmp_path: Path):
+    """A second run on a locked work dir, or a rerun over checkpoints, stops with exit 2.
+
+    Two runs on one dir used to both exit 0 with interleaved logs and one run's
+    checkpoints silently replacing the other's; a rerun without ``--resume``
+    replaced ``iter_N.pth`` without a word.
+    """
+    import fcntl
+
+    work = _copy_work_dir(trained, tmp_path / "work")
+    checkpoint = work / trained.name
+    before = (sorted(p.name for p in work.iterdir()), checkpoint.read_bytes())
+    lock = work / "train.lock"
+    with lock.open("w") as held:  # this test process plays the running training
+        fcntl.flock(held, fcntl.LOCK_EX)
+        held.write(f"{os.getpid()}\n")
+        held.flush()
+        done = _train(work, "--resume")
+    assert done.returncode == 2, _log(done)
+    error = done.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: ") and str(lock) in error and f"PID {os.getpid()}" in error, error
+    lock.unlink()
+
+    done = _train(work)  # neither --resume nor --overwrite
+    assert done.returncode == 2, _log(done)
+    error = done.stderr.strip().splitlines()[-1]
+    for part in ("already holds checkpoints", trained.name, "--resume", "--overwrite"):
+        assert part in error, (part, error)
+    assert "Traceback" not in done.stderr
+    assert (sorted(p.name for p in work.iterdir()), checkpoint.read_bytes()) == before
+
+    done = _train(work, "--overwrite")  # the explicit choice: a new run from scratch
+    assert done.returncode == 0, _log(done)
+    assert "--overwrite: starting from scratch" in done.stderr
+    assert Path((work / "last_checkpoint").read_text().strip()) == checkpoint
+    assert not lock.exists()  # released when the run ends
+
+
+@pytest.fixture(scope="module")
+def resumed_after_kill(trained: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """``--resume`` on a work dir a killed run left: its stale lock and a partial checkpoint."""
+    work = _copy_work_dir(trained, tmp_path_factory.mktemp("killed") / "work")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its PID names no live process now
+    (work / "train.lock").write_text(f"{dead.pid}\n")
+    partial = work / ".iter_6.pth.k3j4h5g6.tmp"
+    partial.write_bytes(b"\0" * 4096)  # what a write killed midway leaves
+    done = _train(work, "--resume")
+    return {"work": work, "dead_pid": dead.pid, "partial": partial, "done": done}
+
+
+@pytest.mark.slow
+def test_a_stale_lock_is_taken_over_with_a_note(resumed_after_kill: dict):
+    done = resumed_after_kill["done"]
+    assert done.returncode == 0, _log(done)
+    assert "resumed epoch" in done.stdout + done.stderr
+    assert "took over the stale lock" in done.stderr and str(resumed_after_kill["dead_pid"]) in done.stderr
+    assert not (resumed_after_kill["work"] / "train.lock").exists()
+
+
+# ------------------------------------------------------------------ item 8
+@pytest.mark.slow
+def test_resume_removes_a_partial_checkpoint_write(resumed_after_kill: dict):
+    """A killed checkpoint write left ``.iter_N.pth.*.tmp`` (up to 38 MB) that stayed forever."""
+    done = resumed_after_kill["done"]
+    assert done.returncode == 0, _log(done)
+    assert not resumed_after_kill["partial"].exists()
+    assert "removed 1 partial checkpoint file(s)" in done.stderr, _log(done)
+    assert not list(resumed_after_kill["work"].glob(".*.tmp"))
+
+
+# ------------------------------------------------------------------ item 11 (checkpoints)
+def _checkpoint_case(kind: str, tmp_path: Path) -> Path:
+    path = tmp_path / f"{kind}.pth"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "list":
+        torch.save([torch.zeros(2)], path)
+    else:  # a bare state dict, not a runner checkpoint
+        torch.save({"project_in_1.weight": torch.zeros(8, 1, 3, 3)}, path)
+    return path
+
+
+@pytest.mark.parametrize(("tool", "kind", "expected"), [
+    ("train", "empty", "the file is empty"),
+    ("train", "list", "holds a list"),
+    ("train", "state_dict", "has no 'meta'"),
+    ("test", "empty", "the file is empty"),
+    ("test", "list", "holds a list"),
+])
+def test_bad_checkpoints_are_named_with_their_cause(tool: str, kind: str, expected: str, tmp_path: Path):
+    """An empty, list or non-runner checkpoint: exit 2, one line with the file and the cause.
+
+    These used to end in a bare ``EOFError``, an ``AttributeError`` or ``KeyError: 'meta'``
+    (``--resume``), or "…as a weights-only torch checkpoint: " with nothing after it.
+    """
+    path = _checkpoint_case(kind, tmp_path)
+    if tool == "train":
+        done = _tool("tools/train.py", CONFIG, "--work-dir", tmp_path / "work", "--resume", path)
+    else:
+        done = _tool("tools/test.py", CONFIG, path, "--work-dir", tmp_path / "work",
+                     "--cfg-options", *TEST_OPTIONS)
+    assert done.returncode == 2, _log(done)
+    error = done.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: ") and str(path) in error and expected in error, error
+    assert "Traceback" not in done.stderr, _log(done)
+
+
+def test_a_failed_checkpoint_write_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """ENOSPC while saving: the error names the checkpoint; the previous one stays, no temp file."""
+    import errno
+
+    from learnable_fusion_loss.engine import hooks
+
+    target = tmp_path / "iter_9.pth"
+    target.write_bytes(b"previous checkpoint")
+
+    def full_disk(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(hooks.os, "fsync", full_disk)
+    with pytest.raises(OSError) as caught:
+        hooks.atomic_write_bytes(target, b"new checkpoint")
+    assert caught.value.errno == errno.ENOSPC
+    assert str(target) in str(caught.value) and "No space left" in str(caught.value)
+    assert target.read_bytes() == b"previous checkpoint"
+    assert [p.name for p in tmp_path.iterdir()] == ["iter_9.pth"]
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_training_names_the_checkpoint(tmp_path: Path, data_root: Path,
+                                                          monkeypatch: pytest.MonkeyPatch):
+    """tools/train.py stops with the checkpoint's name (ENOSPC used to name no file)."""
+    import errno
+    import importlib.util
+
+    if importlib.util.find_spec("ultralytics") is None:
+        pytest.skip("ultralytics is not installed (task backend of the detection mini config)")
+    spec = importlib.util.spec_from_file_location("_train_tool", REPO_ROOT / "tools" / "train.py")
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    from learnable_fusion_loss.engine import hooks
+
+    def full_disk(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(hooks.os, "fsync", full_disk)  # every atomic write hits a full disk
+    work = tmp_path / "work"
+    with pytest.raises(train.OutputNotWritten) as caught:  # exit status 1 from the command line
+        train.main([str(REPO_ROOT / CONFIG), "--work-dir", str(work), "--cfg-options",
+                    *TRAIN_OPTIONS, "custom_hooks.1.interval=0"])  # no panels: the checkpoint first
+    message = str(caught.value)
+    assert f"cannot write {str(work / 'iter_3.pth')!r}: No space left on device" in message, message
+    assert "training stopped in iteration 3" in message, message
+    assert not list(work.glob("*.pth")) and not list(work.glob(".*.tmp"))
+    assert not (work / "train.lock").exists()

@@ -99,7 +99,9 @@ def test_fuse_writes_good_pairs_and_reports_bad_ones(workspace: dict) -> None:
     assert "fused 4 of 8 pairs" in result.stdout, log
     assert "4 failed" in result.stdout, log
     assert "missing partner" in log and "orphan.png" in log, log
-    assert "FAILED mismatch: size mismatch: mismatch.png is 256x256, mismatch.png is 360x270" in log, log
+    ir_file, vi_file = workspace["ir"] / "mismatch.png", workspace["vi"] / "mismatch.png"
+    assert (f"FAILED mismatch: size mismatch: IR {str(ir_file)!r} is 256x256, "
+            f"VIS {str(vi_file)!r} is 360x270") in log, log
     assert "FAILED truncated: unreadable file" in log and "truncated.png" in log, log
     assert "FAILED garbage: unreadable file" in log and "garbage.jpg" in log, log
     written = sorted(p.name for p in workspace["out"].iterdir())

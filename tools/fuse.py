@@ -13,20 +13,23 @@ Pairs are matched by file stem (``ir/00001.png`` with ``vi/00001.jpg``). Output:
 chroma, see :mod:`learnable_fusion_loss.apis.inference`). Any image size works:
 inputs are padded to what the network needs and cropped back.
 
-A bad pair (missing partner, unreadable or truncated file, size mismatch) is
-skipped with a ``FAILED <name>: <reason>`` line; the others are still written.
-The summary gives the counts; the exit status is 1 if any pair failed, 2 for a
-usage error (bad arguments, checkpoint, or an output folder that is an input folder).
+A bad pair (missing partner, broken link, unreadable, truncated or too large
+file, size mismatch, a fusion that fails) is skipped with a
+``FAILED <name>: <reason>`` line; the others are still written. The summary gives
+the counts; the exit status is 1 if any pair failed, 2 for a usage error: bad
+arguments or checkpoint, input folders without a single image (nothing to do), an
+output folder that is an input folder or a file, or one that cannot be created or
+written (checked before anything is fused).
 
 Inputs are never written: the output folder must not be an input folder, and an
 existing output file is only replaced with ``--overwrite`` (never when it is one of
-the inputs). Outputs are written atomically (temporary file + rename).
+the inputs). Outputs are written atomically (temporary file + rename), with the
+mode a plain ``open()`` gives (0666 less the umask).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -37,6 +40,10 @@ import torch  # noqa: E402
 
 from learnable_fusion_loss.apis import fuse_images, load_fusion_network  # noqa: E402
 from learnable_fusion_loss.datasets import find_pairs, load_image, save_image  # noqa: E402
+from learnable_fusion_loss.datasets.io import (  # noqa: E402
+    output_folder_problem,
+    prepare_output_folder,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -65,19 +72,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _same_dir(x: Path, y: Path) -> bool:
-    try:
-        return x.exists() and y.exists() and os.path.samefile(x, y)
-    except OSError:
-        return x.resolve() == y.resolve()
-
-
 def check_output_folder(out: Path, inputs: list[Path]) -> str | None:
-    """Why writing into ``out`` could clobber an input, or None if it cannot."""
-    for folder in inputs:
-        if _same_dir(out, folder) or out.resolve() == folder.resolve():
-            return f"--out {str(out)!r} is the input folder {str(folder)!r}; choose another folder"
-    return None
+    """Why writing into ``out`` could clobber an input (or cannot work at all), or None."""
+    return output_folder_problem(out, [(flag, folder) for flag, folder in zip(("--ir", "--vi"), inputs)])
 
 
 def _progress(total: int):
@@ -105,19 +102,29 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    pairs, problems = find_pairs(args.ir, args.vi)
+    if not pairs and not problems:
+        # Exit 0 with "fused 0 of 0 pairs" would let a wrong path pass unnoticed.
+        print(f"error: nothing to fuse: --ir {str(args.ir)!r} and --vi {str(args.vi)!r} "
+              "hold no image files", file=sys.stderr)
+        return 2
     try:
         net = load_fusion_network(args.checkpoint, config=args.config, device=args.device)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
         print(f"error: cannot load the fusion network: {error}", file=sys.stderr)
         return 2
+    # Created only once the network loaded (a bad checkpoint leaves no empty folder),
+    # and proved writable before the first pair is fused, not after.
+    problem = prepare_output_folder(args.out)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     normalize = "minmax" if args.minmax else "none"
     input_files = set()
-    pairs, problems = find_pairs(args.ir, args.vi)
     for _, path_ir, path_vi in pairs:
         input_files.update((path_ir.resolve(), path_vi.resolve()))
 
     failures: list[tuple[str, str]] = []
-    args.out.mkdir(parents=True, exist_ok=True)
 
     written = 0
     start = time.perf_counter()
@@ -170,13 +177,13 @@ def main(argv: list[str] | None = None) -> int:
         try:
             a = load_image(path_ir)
             b = load_image(path_vi)
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, MemoryError) as error:  # one bad file fails one pair
             fail(stem, f"unreadable file: {error}")
             bar.update(1)
             continue
         if a.shape[-2:] != b.shape[-2:]:
-            fail(stem, f"size mismatch: {path_ir.name} is {a.shape[-1]}x{a.shape[-2]}, "
-                       f"{path_vi.name} is {b.shape[-1]}x{b.shape[-2]} (W x H)")
+            fail(stem, f"size mismatch: IR {str(path_ir)!r} is {a.shape[-1]}x{a.shape[-2]}, "
+                       f"VIS {str(path_vi)!r} is {b.shape[-1]}x{b.shape[-2]} (W x H)")
             bar.update(1)
             continue
         if pending and (pending[0][2].shape != a.shape or pending[0][3].shape != b.shape):

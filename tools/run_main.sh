@@ -15,7 +15,11 @@ WORK_DIR="${1:-work_dirs/main}"
 export YOLO_OFFLINE=1 YOLO_AUTOINSTALL=0
 if [[ "${LFL_MAIN_TRAIN:-0}" == "1" ]]; then
   CONFIG="${LFL_MAIN_CONFIG:-projects/tdfusion/configs/tdfusion_yolov8_msrsdet_cpu.py}"
-  "$PY" tools/train.py "$CONFIG" --work-dir "$WORK_DIR/train"
+  # a second call continues (or finds finished) the run it started: train.py refuses
+  # a work dir with checkpoints unless told --resume or --overwrite
+  RESUME=()
+  [[ -f "$WORK_DIR/train/last_checkpoint" ]] && RESUME=(--resume)
+  "$PY" tools/train.py "$CONFIG" --work-dir "$WORK_DIR/train" "${RESUME[@]}"
   "$PY" projects/tdfusion/tools/main_job.py --work-dir "$WORK_DIR" \
     --checkpoint "$(cat "$WORK_DIR/train/last_checkpoint")"
 else

@@ -16,7 +16,9 @@ with its shape, and nothing else. MMEngine's own ``load_from`` only warns about
 missing or mismatched keys, so a wrong file would be tested as a randomly
 initialised model and reported with exit 0. A file that does not match (or a
 missing config / checkpoint) exits 2 with one ``error:`` line naming the file and
-the first missing, unexpected or wrong-shape key; nothing is written.
+the first missing, unexpected or wrong-shape key; nothing is written. So does an
+``--out`` (or ``--work-dir``) that could not take the results, checked before the
+test runs.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from mmengine.model import is_model_wrapper  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
+from learnable_fusion_loss.datasets.io import prepare_output_folder  # noqa: E402
 from learnable_fusion_loss.engine.config import resolve_data_root  # noqa: E402
 from learnable_fusion_loss.engine.hooks import atomic_write_bytes  # noqa: E402
 
@@ -101,6 +104,7 @@ def build_config(args: argparse.Namespace) -> Config:
         cfg.work_dir = args.work_dir
     elif cfg.get("work_dir") is None:
         cfg.work_dir = str(Path("work_dirs") / config_path.stem)
+    check_outputs(Path(cfg.work_dir), Path(args.out) if args.out else None)
     # Loaded strictly by load_checkpoint_strictly, not by the runner's lenient load_from.
     cfg.load_from = None
     cfg.resume = False
@@ -109,6 +113,26 @@ def build_config(args: argparse.Namespace) -> Config:
     _ensure_hook(hooks, "TaskMetricHook")
     cfg.custom_hooks = hooks
     return cfg
+
+
+def check_outputs(work_dir: Path, out: Path | None) -> None:
+    """:class:`BadInput` now if the results could not be written after the test.
+
+    The work dir must be a folder (or creatable), and ``--out`` a file whose folder
+    can be written: otherwise the whole test would run and end in a traceback.
+    """
+    if work_dir.exists() and not work_dir.is_dir():
+        raise BadInput(f"--work-dir {str(work_dir)!r} exists and is not a folder")
+    if out is None:
+        return
+    if out.is_dir():
+        raise BadInput(f"--out {str(out)!r} is a folder; give a file name such as results.json")
+    for target in (out, out.with_suffix(".md")):
+        if target.exists() and not target.is_file():
+            raise BadInput(f"--out: {str(target)!r} exists and is not a file")
+    problem = prepare_output_folder(out.parent, flag="--out's")
+    if problem:
+        raise BadInput(problem)
 
 
 _FUSION_ANCHOR = "project_in_1.weight"  # ReFusionNet's stem, as load_fusion_checkpoint finds it

@@ -226,9 +226,10 @@ def fuse_files(
     a = load_image(path_a)
     b = load_image(path_b)
     if a.shape[-2:] != b.shape[-2:]:
+        # Full paths and roles: the two files of a pair usually share their name.
         raise ValueError(
-            f"size mismatch: {Path(path_a).name} is {a.shape[-1]}x{a.shape[-2]}, "
-            f"{Path(path_b).name} is {b.shape[-1]}x{b.shape[-2]} (W x H)"
+            f"size mismatch: source a (IR) {str(Path(path_a))!r} is {a.shape[-1]}x{a.shape[-2]}, "
+            f"source b (VIS) {str(Path(path_b))!r} is {b.shape[-1]}x{b.shape[-2]} (W x H)"
         )
     return fuse_images(net, a, b, pad_multiple=pad_multiple, normalize=normalize)
 

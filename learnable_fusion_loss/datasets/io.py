@@ -39,6 +39,9 @@ __all__ = [
     "rgb_to_luma",
     "find_pairs",
     "list_images",
+    "new_file_mode",
+    "output_folder_problem",
+    "prepare_output_folder",
 ]
 
 #: File extensions (lower case, with dot) treated as images by :func:`find_pairs`.
@@ -156,13 +159,17 @@ def load_image(path: str | os.PathLike[str], channels: int | None = None) -> Ten
     Raises:
         FileNotFoundError: ``path`` does not exist.
         ImageReadError: the file cannot be decoded (corrupt, truncated,
-            not an image, unsupported pixel type).
+            not an image, unsupported pixel type, over PIL's decompression-bomb
+            limit of ~179 Mpx, or too large for the memory left).
         ValueError: ``channels`` is not ``None``, ``1`` or ``3``.
     """
     if channels not in (None, 1, 3):
         raise ValueError(f"channels must be None, 1 or 3, got {channels!r}")
     path = Path(path)
     if not path.is_file():
+        if path.is_symlink():
+            raise FileNotFoundError(f"image file {str(path)!r} is a broken symbolic link "
+                                    f"(to {os.readlink(path)!r}, which does not exist)")
         raise FileNotFoundError(f"image file not found: {str(path)!r}")
     try:
         with Image.open(path) as img:
@@ -176,6 +183,12 @@ def load_image(path: str | os.PathLike[str], channels: int | None = None) -> Ten
                 arr = _pil_to_array(img, path)
     except ImageReadError:
         raise
+    except Image.DecompressionBombError as err:
+        # PIL refuses images over 2 * MAX_IMAGE_PIXELS (~179 Mpx) before decoding them;
+        # that is a property of this file, so it is reported like any other bad file.
+        raise ImageReadError(path, f"too large to decode safely ({err})") from None
+    except MemoryError:
+        raise ImageReadError(path, "not enough memory to decode it") from None
     except UnidentifiedImageError:
         raise ImageReadError(
             path, "not a recognised image format (corrupt or not an image)"
@@ -238,13 +251,25 @@ def rgb_to_luma(x: Tensor) -> Tensor:
     return kornia.color.rgb_to_y(x)
 
 
+def new_file_mode() -> int:
+    """The permission bits ``open()`` gives a new file under the current umask.
+
+    :func:`tempfile.mkstemp` creates its file with mode 0600; a file written through
+    it and renamed into place must be widened to this, or outputs end up private.
+    """
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def save_image(path: str | os.PathLike[str], x: Tensor, overwrite: bool = False) -> Path:
     """Write ``x`` (``[C, H, W]``, C in {1, 3}, values in [0, 1]) as an 8-bit PNG.
 
     Values are clamped to [0, 1] and rounded to the nearest of 256 levels. The
     file is written to a temporary file in the same folder and moved into place
     with :func:`os.replace`, so readers never see a half-written PNG. Missing
-    parent folders are created.
+    parent folders are created. The file gets the mode of a plain ``open()``
+    (0666 less the umask), not mkstemp's 0600.
 
     Args:
         path: target file; must end in ``.png``.
@@ -284,6 +309,7 @@ def save_image(path: str | os.PathLike[str], x: Tensor, overwrite: bool = False)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.tmp", dir=path.parent)
     try:
+        os.fchmod(fd, new_file_mode())
         with os.fdopen(fd, "wb") as handle:
             img.save(handle, format="PNG")
         os.replace(tmp_name, path)
@@ -294,21 +320,81 @@ def save_image(path: str | os.PathLike[str], x: Tensor, overwrite: bool = False)
     return path
 
 
+def _same_folder(x: Path, y: Path) -> bool:
+    try:
+        return x.exists() and y.exists() and os.path.samefile(x, y)
+    except OSError:
+        return x.resolve() == y.resolve()
+
+
+def output_folder_problem(
+    out: str | os.PathLike[str], inputs: Sequence[tuple[str, str | os.PathLike[str]]],
+    flag: str = "--out",
+) -> str | None:
+    """Why ``out`` cannot take a tool's output files, checked before any work; None if it can.
+
+    ``inputs`` are ``(flag, folder)`` of the tool's source folders: ``out`` must be
+    none of them (same path or same folder through a link), so a tool never writes
+    among, or over, its inputs. ``out`` must also not be an existing non-folder.
+    """
+    out = Path(out)
+    for name, folder in inputs:
+        folder = Path(folder)
+        if _same_folder(out, folder) or out.resolve() == folder.resolve():
+            return (f"{flag} {str(out)!r} is the input folder {str(folder)!r} ({name}); "
+                    "choose another folder (inputs are never written)")
+    if out.exists() and not out.is_dir():
+        return f"{flag} {str(out)!r} exists and is not a folder"
+    return None
+
+
+def prepare_output_folder(out: str | os.PathLike[str], flag: str = "--out") -> str | None:
+    """Create ``out`` (with parents) and prove a file can be written in it; None if so.
+
+    Returns the reason otherwise (a read-only file system, no permission, a parent
+    that is a file, ...), so a tool can stop with a usage error before computing
+    anything instead of failing with a traceback when it saves its first result.
+    """
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        return f"{flag} {str(out)!r} exists and is not a folder"
+    except OSError as error:
+        return f"cannot create {flag} folder {str(out)!r}: {error.strerror or error}"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        return f"{flag} folder {str(out)!r} is not writable: {error.strerror or error}"
+    return None
+
+
 def _scan_folder(
     folder: str | os.PathLike[str], extensions: Iterable[str]
-) -> tuple[dict[str, Path], dict[str, list[Path]]]:
-    """Stem -> path for unique stems, and stem -> paths for stems with several files."""
+) -> tuple[dict[str, Path], dict[str, list[Path]], dict[str, Path]]:
+    """Stem -> path for unique stems, stem -> paths for stems with several files, and
+    stem -> path for symbolic links whose target does not exist (dangling)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder not found: {str(folder)!r}")
     exts = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
     seen: dict[str, list[Path]] = {}
+    dangling: dict[str, Path] = {}
     for entry in sorted(folder.iterdir()):
-        if entry.is_file() and entry.suffix.lower() in exts and not entry.name.startswith("."):
+        if entry.suffix.lower() not in exts or entry.name.startswith("."):
+            continue
+        if entry.is_file():
             seen.setdefault(entry.stem, []).append(entry)
+        elif entry.is_symlink() and not entry.exists():
+            # is_file() is False for a dangling link: without this the image would
+            # vanish silently and its partner be blamed as "missing partner".
+            dangling[entry.stem] = entry
     unique = {stem: paths[0] for stem, paths in seen.items() if len(paths) == 1}
     ambiguous = {stem: paths for stem, paths in seen.items() if len(paths) > 1}
-    return unique, ambiguous
+    dangling = {stem: path for stem, path in dangling.items() if stem not in seen}
+    return unique, ambiguous, dangling
 
 
 def _ambiguity_problems(
@@ -320,20 +406,28 @@ def _ambiguity_problems(
     ]
 
 
+def _dangling_problems(dangling: dict[str, Path]) -> list[str]:
+    return [
+        f"broken symbolic link: {str(path)!r} points to {os.readlink(path)!r}, which does not exist"
+        for path in dangling.values()
+    ]
+
+
 def list_images(
     folder: str | os.PathLike[str], extensions: Iterable[str] = IMAGE_EXTENSIONS
 ) -> tuple[dict[str, Path], list[str]]:
     """Map stem -> image path for the image files directly inside ``folder``.
 
     Returns ``(by_stem, problems)``; a stem present with two extensions (e.g.
-    ``a.png`` and ``a.jpg``) is a problem and is left out of ``by_stem``.
-    Hidden files (leading dot) are ignored.
+    ``a.png`` and ``a.jpg``) is a problem and is left out of ``by_stem``, and so is
+    a symbolic link whose target does not exist. Hidden files (leading dot) are
+    ignored.
 
     Raises:
         FileNotFoundError: ``folder`` is not a directory.
     """
-    unique, ambiguous = _scan_folder(folder, extensions)
-    return unique, _ambiguity_problems(folder, ambiguous)
+    unique, ambiguous, dangling = _scan_folder(folder, extensions)
+    return unique, _ambiguity_problems(folder, ambiguous) + _dangling_problems(dangling)
 
 
 def find_pairs(
@@ -351,17 +445,20 @@ def find_pairs(
     Returns:
         ``(pairs, problems)``: ``pairs`` is a list of ``(stem, path_a, path_b)``
         sorted by stem; ``problems`` lists, one readable line each, every image
-        without a partner (naming the file and the folder it is missing from) and
-        every ambiguous stem. Callers decide whether problems are fatal.
+        without a partner (naming the file and the folder it is missing from),
+        every ambiguous stem and every broken symbolic link (whose partner is then
+        not called "missing partner"). Callers decide whether problems are fatal.
 
     Raises:
         FileNotFoundError: either folder does not exist.
     """
-    a_map, a_ambiguous = _scan_folder(dir_a, extensions)
-    b_map, b_ambiguous = _scan_folder(dir_b, extensions)
+    a_map, a_ambiguous, a_dangling = _scan_folder(dir_a, extensions)
+    b_map, b_ambiguous, b_dangling = _scan_folder(dir_b, extensions)
     problems = _ambiguity_problems(dir_a, a_ambiguous) + _ambiguity_problems(dir_b, b_ambiguous)
-    # Ambiguous stems are already reported; don't also call their partner "missing".
-    ambiguous = set(a_ambiguous) | set(b_ambiguous)
+    problems += _dangling_problems(a_dangling) + _dangling_problems(b_dangling)
+    # Ambiguous stems and broken links are already reported; don't also call their
+    # partner "missing".
+    ambiguous = set(a_ambiguous) | set(b_ambiguous) | set(a_dangling) | set(b_dangling)
     pairs: list[tuple[str, Path, Path]] = []
     for stem in sorted(set(a_map) | set(b_map)):
         if stem in ambiguous:

@@ -123,6 +123,8 @@ def _header_size(path: Path) -> tuple[int, int]:
         raise ImageReadError(
             path, "not a recognised image format (corrupt or not an image)"
         ) from None
+    except Image.DecompressionBombError as err:  # over ~179 Mpx: refused by PIL at open
+        raise ImageReadError(path, f"too large to decode safely ({err})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as err:  # PIL's header errors
         raise ImageReadError(path, f"cannot read image header ({err})") from None
     return h, w
@@ -195,14 +197,15 @@ class PairedFusionDataset(Dataset):
                     )
             pairs = [(i, a_map[i], b_map[i]) for i in ids if i in a_map and i in b_map]
         entries = [PairEntry(stem, pa, pb) for stem, pa, pb in pairs]
+        name_a, name_b = self._source_labels()
         if self.check_sizes:
             checked = []
             for e in entries:
                 size_a, size_b = _header_size(e.path_a), _header_size(e.path_b)
                 if size_a != size_b:
                     problems.append(
-                        f"size mismatch in pair {e.img_id!r}: {str(e.path_a)!r} is "
-                        f"{size_a[1]}x{size_a[0]} but {str(e.path_b)!r} is "
+                        f"size mismatch in pair {e.img_id!r}: {name_a} {str(e.path_a)!r} is "
+                        f"{size_a[1]}x{size_a[0]} but {name_b} {str(e.path_b)!r} is "
                         f"{size_b[1]}x{size_b[0]} (WxH)"
                     )
                     continue
@@ -216,6 +219,13 @@ class PairedFusionDataset(Dataset):
                 ["the folders hold no images with matching stems"],
             )
         return entries
+
+    def _source_labels(self) -> tuple[str, str]:
+        """How messages call source A and B: the modality folders where known."""
+        modalities = getattr(self, "modalities", None)
+        if isinstance(modalities, (tuple, list)) and len(modalities) == 2:
+            return f"{modalities[0]} (source A)", f"{modalities[1]} (source B)"
+        return "source A", "source B"
 
     @staticmethod
     def _read_ids(
@@ -234,11 +244,12 @@ class PairedFusionDataset(Dataset):
         a = load_image(entry.path_a)
         b = load_image(entry.path_b)
         if a.shape[-2:] != b.shape[-2:]:
+            name_a, name_b = self._source_labels()
             raise PairingError(
                 f"pair {entry.img_id!r}",
                 [
-                    f"{str(entry.path_a)!r} is {a.shape[-1]}x{a.shape[-2]} "
-                    f"but {str(entry.path_b)!r} "
+                    f"size mismatch: {name_a} {str(entry.path_a)!r} is {a.shape[-1]}x{a.shape[-2]} "
+                    f"but {name_b} {str(entry.path_b)!r} "
                     f"is {b.shape[-1]}x{b.shape[-2]} (WxH)"
                 ],
             )

@@ -3,7 +3,9 @@
 * :class:`AtomicCheckpointHook` – MMEngine's ``CheckpointHook`` whose files (the
   checkpoint and ``last_checkpoint``) are written to a temporary file in the same
   folder, flushed, fsync'ed and moved into place with ``os.replace``: a run killed
-  while saving leaves the previous checkpoint intact, never a truncated one.
+  while saving leaves the previous checkpoint intact, never a truncated one (its
+  temporary file is cleared by :func:`remove_partial_writes` when the work dir is
+  next used), and a failed write (a full disk) names the file.
 * :class:`TrainingStateHook` – stores the Python, NumPy, torch (CPU and CUDA) RNG
   states and the loop position in every checkpoint, restores the RNG states on
   ``--resume`` and refuses to resume inside an epoch whose plan changed.
@@ -36,6 +38,7 @@ from ..registry import HOOKS
 __all__ = [
     "ATOMIC_BACKEND",
     "atomic_write_bytes",
+    "remove_partial_writes",
     "AtomicLocalBackend",
     "AtomicCheckpointHook",
     "TrainingStateHook",
@@ -56,21 +59,41 @@ def _file_mode() -> int:
     return 0o666 & ~mask
 
 
+def _partial_name(target: str) -> str:
+    """Prefix of the temporary files :func:`atomic_write_bytes` writes ``target`` through."""
+    return f".{target}."
+
+
+_PARTIAL_SUFFIX = ".tmp"
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, replace."""
+    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, replace.
+
+    An ``OSError`` (a full disk, a read-only folder ...) is raised again with
+    ``path`` in its message, keeping its errno: MMEngine's checkpoint saving would
+    otherwise surface ENOSPC without saying which file it was writing. The
+    temporary file is removed; only a process killed mid-write leaves one
+    (``.<name>.<random>.tmp``), which :func:`remove_partial_writes` clears.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_partial_name(path.name),
+                                   suffix=_PARTIAL_SUFFIX)
         os.fchmod(fd, _file_mode())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as error:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(error, OSError) and error.errno is not None and str(path) not in str(error):
+            raise OSError(error.errno, f"cannot write {str(path)!r}: "
+                          f"{error.strerror or error}") from error
         raise
     try:  # make the rename itself durable
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -82,6 +105,29 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         pass
     finally:
         os.close(dir_fd)
+
+
+def remove_partial_writes(folder: str | Path) -> list[Path]:
+    """Delete the temporary checkpoint files a killed write left in ``folder``; return them.
+
+    Only files of :func:`atomic_write_bytes` for checkpoints (``.<x>.pth.<random>.tmp``)
+    and the ``last_checkpoint`` pointer are touched, directly in ``folder``. Call it
+    only while no other process can be writing there (tools/train.py holds the work
+    dir's lock), since a live write's temporary file has the same name pattern.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for entry in sorted(folder.iterdir()):
+        name = entry.name
+        if not (name.startswith(".") and name.endswith(_PARTIAL_SUFFIX) and entry.is_file()):
+            continue
+        target = name[1:-len(_PARTIAL_SUFFIX)].rpartition(".")[0]  # strip mkstemp's random part
+        if target.endswith(".pth") or target == "last_checkpoint":
+            entry.unlink()
+            removed.append(entry)
+    return removed
 
 
 @register_backend(ATOMIC_BACKEND, force=True)
