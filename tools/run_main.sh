@@ -3,7 +3,7 @@
 # main job on the bundled data in ../shared/data: the zoo model tdfusion_msrsdet_cpu
 # (TDFusion trained with the CPU recipe) fuses the 60 msrs_det test pairs at 480x640,
 # in colour, writes them with both weight maps, and prints its fusion metrics beside
-# IR alone, VIS alone, the average and the max on the same pairs (about 2 minutes).
+# IR alone, VIS alone, the average and the max on the same pairs (about 3.5 minutes).
 #   bash tools/run_main.sh [WORK_DIR]                 # from the zoo model
 #   LFL_MAIN_TRAIN=1 bash tools/run_main.sh [WORK_DIR] # train the CPU recipe first (~9 min)
 set -euo pipefail
