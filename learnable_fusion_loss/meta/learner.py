@@ -361,11 +361,15 @@ class MetaLossLearner:
                 with torch.no_grad():
                     for param, grad in zip(self.fusion_params, grads, strict=True):
                         param.sub_(grad, alpha=eta)
+        stats.update(self._task_step(batch))
+        return stats
+
+    def _task_step(self, batch: FusionBatch) -> dict[str, float]:
+        """T's ordinary step on F's current (detached) output for the task view."""
         with torch.no_grad():
             fused_task = self.fusion_net(*batch.task_sources)
-        task_stats = self.task.train_step(fused_task.detach(), batch.target)
-        stats.update({k if k.startswith("loss") else f"task_{k}": v for k, v in task_stats.items()})
-        return stats
+        task_stats = self.task.train_step(fused_task, batch.target)
+        return {k if k.startswith("loss") else f"task_{k}": v for k, v in task_stats.items()}
 
     def _apply_outer(self, grads: list[Tensor]) -> None:
         if not grads:
@@ -403,10 +407,7 @@ class MetaLossLearner:
             stats = {f"{k}": float(v) for k, v in output.terms.items()}
             stats["loss_fusion"] = stats.pop("loss")
             if train_task:
-                with torch.no_grad():
-                    fused_task = self.fusion_net(*batch.task_sources)
-                task_stats = self.task.train_step(fused_task, batch.target)
-                stats.update({k if k.startswith("loss") else f"task_{k}": v for k, v in task_stats.items()})
+                stats.update(self._task_step(batch))
             stats.update(_weight_means(output.params))
             return stats
         assert self.fusion_optimizer is not None
@@ -427,10 +428,7 @@ class MetaLossLearner:
             param.grad = None
 
         if train_task:
-            with torch.no_grad():
-                fused_task = self.fusion_net(*batch.task_sources)
-            task_stats = self.task.train_step(fused_task.detach(), batch.target)
-            stats.update({k if k.startswith("loss") else f"task_{k}": v for k, v in task_stats.items()})
+            stats.update(self._task_step(batch))
         stats.update(_weight_means(output.params))
         return stats
 
