@@ -496,18 +496,24 @@ def evaluate_row(fuse: Callable, data: Mapping, args: argparse.Namespace) -> dic
                                            "detector": time.time() - start}}
 
 
-def load_data(args: argparse.Namespace) -> dict:
+def load_test_pairs(root: Path) -> dict:
+    """The ``msrs_det`` test pairs at their own size: ``{"ids", "ir", "vi"}``."""
     import torch
 
     from learnable_fusion_loss.datasets import YoloPairedDetDataset
+
+    test = YoloPairedDetDataset(root=str(root), split="test", pipeline=[])
+    samples = [test[i] for i in range(len(test))]
+    return {"ids": [s["img_id"] for s in samples], "ir": torch.stack([s["ir"] for s in samples]),
+            "vi": torch.stack([s["vi"] for s in samples])}
+
+
+def load_data(args: argparse.Namespace) -> dict:
     from projects.tdfusion.tdfusion.protocol import load_det_split
 
     root = Path(args.data_root) / "msrs_det"
-    test = YoloPairedDetDataset(root=str(root), split="test", pipeline=[])
-    samples = [test[i] for i in range(len(test))]
     return {
-        "full": {"ids": [s["img_id"] for s in samples], "ir": torch.stack([s["ir"] for s in samples]),
-                 "vi": torch.stack([s["vi"] for s in samples])},
+        "full": load_test_pairs(root),
         "train": load_det_split(root, "train", args.det_size),
         "test": load_det_split(root, "test", args.det_size),
     }

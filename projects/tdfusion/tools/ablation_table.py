@@ -42,6 +42,7 @@ from tools.tdfusion_results import (  # noqa: E402
     GROUPS,
     PAPER_SIX,
     _git_commit,
+    load_test_pairs,
     paper_table3,
     summarise,
     train_run,
@@ -185,16 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     paper = paper_table3()  # a changed reference file stops the run before training
     floor = spread_floor(args.spread_from if str(args.spread_from) else None)
     from learnable_fusion_loss import compat
-    from learnable_fusion_loss.datasets import YoloPairedDetDataset
 
     compat.apply_offline_defaults()
     compat.patch_mmengine_checkpoint_loading()
-    import torch
-
-    test = YoloPairedDetDataset(root=str(Path(args.data_root) / "msrs_det"), split="test", pipeline=[])
-    samples = [test[i] for i in range(len(test))]
-    data = {"ids": [s["img_id"] for s in samples], "ir": torch.stack([s["ir"] for s in samples]),
-            "vi": torch.stack([s["vi"] for s in samples])}
+    data = load_test_pairs(Path(args.data_root) / "msrs_det")
     rows_dir = args.work_root / "rows"
     rows_dir.mkdir(parents=True, exist_ok=True)
     per_seed: dict[str, list[dict]] = {}
