@@ -6,6 +6,10 @@ import torch
 from torch import Tensor
 
 
+class NonFiniteValueError(ValueError):
+    """An input tensor holds NaN or Inf (the meta learner skips such a step)."""
+
+
 def check_image(name: str, x: object, channels: int | None = 1, finite: bool = True) -> Tensor:
     """Check that ``x`` is a ``[B, C, H, W]`` floating tensor (``C == channels`` if given)."""
     if not isinstance(x, Tensor):
@@ -19,7 +23,7 @@ def check_image(name: str, x: object, channels: int | None = 1, finite: bool = T
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating tensor in [0, 1], got dtype {x.dtype}")
     if finite and not bool(torch.isfinite(x.detach()).all()):
-        raise ValueError(f"{name} contains NaN or Inf values")
+        raise NonFiniteValueError(f"{name} contains NaN or Inf values")
     return x
 
 

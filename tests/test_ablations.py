@@ -156,7 +156,7 @@ def test_ablation4_f_keeps_its_look_ahead_step_and_g_gets_the_methods_updates(ru
     for p, e in zip(params, expected, strict=True):
         torch.testing.assert_close(p.detach(), e, rtol=1e-5, atol=1e-7)
     assert moved(g0, model.generator) and moved(t0, model.task_module)
-    assert stats["skipped"] == 0.0 and "loss_task" in stats
+    assert stats["skipped_meta"] == 0.0 and "loss_task" in stats
     assert {k: dict(v) for k, v in learner.fusion_optimizer.state.items()} == fusion_state  # SGD rule
     with pytest.raises(ValueError, match="fusion_steps=24 would be ignored"):  # the old config's
         EpochPlan(r4.plan.template, 6, 24, "interleaved", seed=0)

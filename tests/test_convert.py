@@ -118,6 +118,9 @@ def test_mismatched_dicts_are_refused(kind, published):
     _expect_error(extra, kind, "unexpected", "encoder2.1.ffn.extra.weight")
     wrong = {**good, "encoder1.0.norm2.body.bias": torch.zeros(17)}
     _expect_error(wrong, kind, "wrong shape", "encoder1.0.norm2.body.bias", "(16,)", "(17,)")
+    stem = "project_in_1.weight" if kind == "refusion" else "patch_embed1.weight"
+    wrong_stem = {**good, stem: torch.zeros(17, *good[stem].shape[1:])}  # blamed on itself
+    _expect_error(wrong_stem, kind, "wrong shape", stem, "(17,", "width is 16")
     differ = dict(good)
     differ["encoder1.1.attn.qkv.conv.weight"] = good["encoder1.1.attn.qkv.weight"] + 1e-3
     _expect_error(differ, kind, "alias", "encoder1.1.attn.qkv.conv.weight")

@@ -555,6 +555,9 @@ def test_16bit_ir_and_rgba_visible_in_dataset(tmp_path: Path) -> None:
         ("0 0.5 0.5 -0.2 0.2\n", r"line 1: box width/height must be > 0"),
         ("0 1.5 0.5 0.2 0.2\n", r"line 1: .*outside the normalised image"),
         ("0 nan 0.5 0.2 0.2\n", r"line 1: non-finite"),
+        # inside the 1 % tolerance beyond an edge: clipping used to make x1 = x2 silently
+        ("0 1.004 0.5 0.008 0.2\n", r"line 1: .*outside the image edge.*zero width"),
+        ("0 0.5 -0.004 0.2 0.008\n", r"line 1: .*outside the image edge.*zero height"),
     ],
 )
 def test_bad_yolo_lines(tmp_path: Path, text: str, message: str) -> None:

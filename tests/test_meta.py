@@ -135,7 +135,7 @@ def test_meta_step_changes_only_the_generator(outer_step):
 
     stats = learner.meta_step(make_batch(1), make_batch(2))
 
-    assert stats["skipped"] == 0.0 and stats["hypergrad_norm"] > 0
+    assert stats["skipped_meta"] == 0.0 and stats["hypergrad_norm"] > 0
     _assert_identical(f_before, _state(learner.fusion_net))
     _assert_identical(t_before, _state(task.net))
     assert all(p.grad is None for p in learner.fusion_net.parameters())
@@ -170,7 +170,7 @@ def test_non_finite_hypergradient_is_skipped_and_reported():
     bad_target = batch.target.clone()
     bad_target[0, 0, 0, 0] = float("inf")
     stats = learner.meta_step(make_batch(1), FusionBatch(batch.a, batch.b, target=bad_target))
-    assert stats["skipped"] == 1.0 and stats["skipped_total"] == 1.0
+    assert stats["skipped_meta"] == 1.0 and stats["skipped_total"] == 1.0
     _assert_identical(g_before, _state(learner.generator))
 
 

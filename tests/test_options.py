@@ -106,3 +106,26 @@ def test_max_norm_outer_step_follows_fs_learning_rate_when_asked():
     assert sizes[True] == pytest.approx(1e-3, rel=1e-6)
     with pytest.raises(ValueError, match="outer_lr_from_fusion=True needs outer_step='max_norm'"):
         make_learner("torch.func", outer_lr_from_fusion=True)
+
+
+def test_train_tool_clips_when_asked_and_logs_the_norm(tmp_path, data_root):
+    """The issue's command: ``--cfg-options optim_wrapper.fusion.clip_grad.max_norm=0.1``."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("ultralytics", reason="ultralytics is not installed (task of the mini config)")
+    repo = Path(__file__).resolve().parents[1]
+    options = ["train_cfg.max_epochs=1", "train_cfg.meta_steps=1", "train_cfg.fusion_steps=5",
+               "train_dataloader.dataset.pipeline.0.size=[64,64]",
+               "train_dataloader.dataset.pipeline.1.size=32", "optim_wrapper.fusion.clip_grad.max_norm=0.1",
+               "default_hooks.logger.interval=1"]
+    done = subprocess.run(
+        [sys.executable, "tools/train.py", "projects/tdfusion/configs/tdfusion_yolov8_msrsdet_mini.py",
+         "--work-dir", str(tmp_path / "work"), "--cfg-options", *options], cwd=repo, text=True,
+        capture_output=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1", YOLO_OFFLINE="1"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    norms = [float(v) for v in re.findall(r"grad_norm_fusion: ([0-9.e+-]+)", done.stdout + done.stderr)]
+    assert norms and all(v > 0 for v in norms), (done.stdout + done.stderr)[-3000:]

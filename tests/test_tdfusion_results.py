@@ -205,3 +205,22 @@ def test_bad_arguments_are_refused(results_tool):
     with pytest.raises(SystemExit):
         results_tool.parse_args(["--seeds", "1", "1"])
     assert not math.isnan(results_tool.parse_args([]).det_lr)
+
+
+def test_a_stopped_training_run_is_resumed_and_a_finished_one_kept(results_tool, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch):
+    calls: list[list[str]] = []
+
+    class Done:
+        returncode = 0
+
+    monkeypatch.setattr(results_tool.subprocess, "run", lambda cmd, **kwargs: calls.append(cmd) or Done())
+    stopped = tmp_path / "stopped"
+    stopped.mkdir()
+    (stopped / "last_checkpoint").write_text("iter_10.pth")  # killed: checkpoints but no time
+    assert math.isnan(results_tool.train_run("full", "c.py", 0, stopped, []))
+    assert "--resume" in calls[-1]
+    assert results_tool.train_run("full", "c.py", 0, stopped, []) != 0 and len(calls) == 1  # now done
+    fresh = tmp_path / "fresh"
+    seconds = results_tool.train_run("full", "c.py", 0, fresh, [])
+    assert "--resume" not in calls[-1] and seconds >= 0 and (fresh / "train_seconds.txt").is_file()

@@ -5,13 +5,18 @@ Usage::
 
     python tools/fuse.py --ir DIR --vi DIR --out DIR --checkpoint CKPT [--config CFG]
                          [--device cpu] [--batch-size N] [--pad-multiple N] [--minmax]
-                         [--overwrite]
+                         [--tile SIZE [--overlap PX]] [--overwrite]
 
 Pairs are matched by file stem (``ir/00001.png`` with ``vi/00001.jpg``). Output:
 ``OUT/<stem>.png``, grey when both sources are grey, RGB when a source is colour
 (the colour source keeps its chroma through YCrCb; two colour sources mix their
 chroma, see :mod:`learnable_fusion_loss.apis.inference`). Any image size works:
-inputs are padded to what the network needs and cropped back.
+inputs are padded to what the network needs and cropped back. ``--tile SIZE``
+fuses each image in SIZE×SIZE cores with ``--overlap`` pixels of context around
+each (default 32), so that memory no longer grows with the image: the network's
+activations are those of one (SIZE + 2·PX)² window. For a network with global
+attention (TDFusion's and ReFusion's Restormer blocks) the result differs from the
+whole-image pass (see :mod:`learnable_fusion_loss.apis.tiling`).
 
 A bad pair (missing partner, broken link, unreadable, truncated or too large
 file, size mismatch, a fusion that fails) is skipped with a
@@ -63,8 +68,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="pad inputs to this multiple (default: the network's size_divisor, or 1)")
     parser.add_argument("--minmax", action="store_true",
                         help="stretch each fused luminance to [0, 1] (TDFusion's test script)")
+    parser.add_argument("--tile", type=int, default=None, metavar="SIZE",
+                        help="fuse in SIZE x SIZE cores (bounded memory for large images)")
+    parser.add_argument("--overlap", type=int, default=None, metavar="PX",
+                        help="context around each tile, in pixels (default 32; needs --tile)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     args = parser.parse_args(argv)
+    if args.tile is not None and args.tile < 1:
+        parser.error(f"--tile must be >= 1, got {args.tile}")
+    if args.overlap is not None and args.tile is None:
+        parser.error("--overlap needs --tile")
+    if args.overlap is not None and args.overlap < 0:
+        parser.error(f"--overlap must be >= 0, got {args.overlap}")
+    if args.overlap is None:
+        args.overlap = 32
     if args.batch_size < 1:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.pad_multiple is not None and args.pad_multiple < 1:
@@ -148,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             a = torch.stack([p[2] for p in pending])
             b = torch.stack([p[3] for p in pending])
-            fused = fuse_images(net, a, b, pad_multiple=args.pad_multiple, normalize=normalize)
+            fused = fuse_images(net, a, b, pad_multiple=args.pad_multiple, normalize=normalize,
+                                tile=args.tile, overlap=args.overlap)
         except Exception as error:  # noqa: BLE001 - one failing batch must not stop the run
             for stem in stems:
                 fail(stem, f"fusion failed: {type(error).__name__}: {error}")

@@ -429,22 +429,25 @@ def _git_commit() -> str:
 def train_run(name: str, config: str, seed: int, work: Path, options: Sequence[str]) -> float:
     """Train one seed of one method with tools/train.py (skipped if done); wall seconds.
 
-    The time is kept in ``<work>/train_seconds.txt`` (NaN for a run trained elsewhere).
+    A run is done when ``<work>/train_seconds.txt`` holds its time; a run that was
+    stopped midway (checkpoints, no time) is resumed, and its time is then NaN.
     """
-    if (work / "last_checkpoint").is_file():
-        stamp = work / "train_seconds.txt"
-        return float(stamp.read_text()) if stamp.is_file() else math.nan
+    stamp = work / "train_seconds.txt"
+    if stamp.is_file():
+        return float(stamp.read_text())
+    resume = (work / "last_checkpoint").is_file()
     work.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "tools/train.py", str(CONFIG_DIR / config), "--work-dir", str(work),
+           *(["--resume"] if resume else []),
            "--cfg-options", f"randomness.seed={seed}", f"model.task.seed={seed}", *options]
-    print(f"[{name} seed {seed}] training: {' '.join(cmd[1:])}", flush=True)
+    print(f"[{name} seed {seed}] {'resuming' if resume else 'training'}: {' '.join(cmd[1:])}", flush=True)
     start = time.time()
-    with (work / "train.log").open("w") as log:
+    with (work / "train.log").open("a" if resume else "w") as log:
         done = subprocess.run(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
     if done.returncode != 0:
         raise SystemExit(f"training failed ({done.returncode}); see {work / 'train.log'}")
-    seconds = time.time() - start
-    (work / "train_seconds.txt").write_text(f"{seconds:.1f}\n")
+    seconds = math.nan if resume else time.time() - start  # a resumed run's time is partial
+    stamp.write_text(f"{seconds:.1f}\n")
     return seconds
 
 

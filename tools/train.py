@@ -63,6 +63,7 @@ from mmengine.runner import Runner  # noqa: E402
 
 from learnable_fusion_loss.engine.config import resolve_data_root  # noqa: E402
 from learnable_fusion_loss.engine.hooks import remove_partial_writes  # noqa: E402
+from learnable_fusion_loss.meta import NonFiniteError  # noqa: E402
 
 #: The work dir's lock file (see the module docstring).
 LOCK_NAME = "train.lock"
@@ -321,7 +322,8 @@ class OutputNotWritten(Exception):
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Train; :class:`BadInput` (exit 2) before the run starts, :class:`OutputNotWritten` (1)."""
+    """Train; :class:`BadInput` (exit 2) before the run starts, :class:`OutputNotWritten` or
+    :class:`NonFiniteError` (a diverged run, 1)."""
     args = parse_args(argv)
     cfg = build_config(args)
     lock, notes = prepare_work_dir(args, cfg)
@@ -359,6 +361,6 @@ if __name__ == "__main__":
     except BadInput as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    except OutputNotWritten as error:
+    except (OutputNotWritten, NonFiniteError) as error:  # diverged: the log has every skip
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)

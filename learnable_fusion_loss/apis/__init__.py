@@ -9,6 +9,7 @@ from .inference import (
     load_fusion_network,
     pad_to_multiple,
 )
+from .tiling import fuse_tiled, tile_windows
 
 __all__ = [
     "crop_to",
@@ -16,6 +17,8 @@ __all__ = [
     "fuse_files",
     "fuse_images",
     "fuse_tensors",
+    "fuse_tiled",
+    "tile_windows",
     "load_fusion_network",
     "pad_to_multiple",
 ]

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from .._checks import check_image, check_same_shape
 from ..datasets.io import load_image, rgb_to_ycrcb, ycrcb_to_rgb
+from .tiling import fuse_tiled
 
 Normalize = Literal["none", "minmax"]
 
@@ -177,11 +178,16 @@ def fuse_images(
     b: Tensor,
     pad_multiple: int | None = None,
     normalize: Normalize = "none",
+    tile: int | None = None,
+    overlap: int = 32,
 ) -> Tensor:
     """Fuse two images ``[C, H, W]`` (or ``[B, C, H, W]``), ``C`` 1 or 3, in ``[0, 1]``.
 
     Returns ``[1 or 3, H, W]`` (or batched): grey when both sources are grey, RGB
-    otherwise (see the module docstring for the colour rules).
+    otherwise (see the module docstring for the colour rules). ``tile``: fuse the
+    luminance in ``tile``-pixel cores with ``overlap`` pixels of context
+    (:func:`~learnable_fusion_loss.apis.fuse_tiled`: bounded memory; not the same
+    result as one pass for a network with global attention).
     """
     batched = a.ndim == 4
     a4 = a if batched else a.unsqueeze(0)
@@ -197,7 +203,10 @@ def fuse_images(
     ycc_b = rgb_to_ycrcb(b4) if b4.shape[1] == 3 else None
     ya = ycc_a[:, :1] if ycc_a is not None else a4
     yb = ycc_b[:, :1] if ycc_b is not None else b4
-    fused_y = fuse_tensors(net, ya, yb, pad_multiple=pad_multiple, normalize=normalize)
+    if tile is None:
+        fused_y = fuse_tensors(net, ya, yb, pad_multiple=pad_multiple, normalize=normalize)
+    else:
+        fused_y = fuse_tiled(net, ya, yb, tile, overlap, pad_multiple=pad_multiple, normalize=normalize)
     fused_y = fused_y.to(device=a4.device, dtype=a4.dtype)
     if ycc_a is None and ycc_b is None:
         out = fused_y

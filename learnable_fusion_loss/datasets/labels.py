@@ -165,6 +165,10 @@ def read_yolo_boxes(
             )
         x1, x2 = max(x1, 0.0) * width, min(x2, 1.0) * width
         y1, y2 = max(y1, 0.0) * height, min(y2, 1.0) * height
+        if x2 <= x1 or y2 <= y1:  # wholly in the tolerance band beyond an edge
+            raise LabelError(
+                path, f"line {lineno}: box {line!r} lies outside the image edge: clipped to the "
+                f"{width}x{height} image it has zero {'width' if x2 <= x1 else 'height'}")
         boxes.append([x1, y1, x2, y2])
         labels.append(cls)
     return _as_tensors(boxes, labels)

@@ -25,18 +25,21 @@ A training iteration receives one of three data dicts from
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+from mmengine.logging import MessageHub, print_log
 from mmengine.model import BaseModel
 from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper, OptimWrapperDict
 from mmengine.registry import MODEL_WRAPPERS, OPTIM_WRAPPER_CONSTRUCTORS
 from torch import Tensor, nn
 
 from ..losses import LearnableLoss
-from ..meta import FusionBatch, MetaLossLearner, task_warmup_step
+from ..meta import FusionBatch, MetaLossLearner, NonFiniteGuard, task_warmup_step
+from ..meta.warmup import guarded_task_step
 from ..registry import MODELS
 from ..tasks.base import CallableTask, TaskAdapter
 
@@ -151,6 +154,9 @@ class MetaFusionModel(BaseModel):
         learner: options of :class:`~learnable_fusion_loss.meta.MetaLossLearner`
             (``outer_step``, ``inner_backend``, ``inner_optimizer``, ``inner_lr``,
             ``fusion_task_weight``, ``outer_lr``, ``allow_fresh_adam``, ``hypergradient``).
+        max_consecutive_skips: non-finite steps in a row, in one phase, after which
+            training stops (:class:`~learnable_fusion_loss.meta.NonFiniteGuard`); each
+            skip is logged as a warning with its iteration and phase.
         source_names: names of sources a and b, used in log keys (``w_ir``, ``w_vis``).
         data_keys: where each :class:`FusionBatch` field lives in a collated batch
             (default :data:`DEFAULT_DATA_KEYS`; ``task_a``/``task_b`` are optional).
@@ -172,8 +178,10 @@ class MetaFusionModel(BaseModel):
         task_scope: str | None = None,
         data_preprocessor: Mapping | nn.Module | None = None,
         init_cfg: Mapping | list | None = None,
+        max_consecutive_skips: int = 20,
     ) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        self.guard = NonFiniteGuard(max_consecutive_skips, report=_log_warning)
         self.fusion_net = _build("fusion_net", fusion_net)
         self.loss = _build("loss", loss)
         if not isinstance(self.fusion_net, nn.Module):
@@ -287,6 +295,7 @@ class MetaFusionModel(BaseModel):
             self.task,
             fusion_optimizer=optim_wrapper["fusion"].optimizer if "fusion" in optim_wrapper else None,
             generator_optimizer=generator_optimizer,
+            guard=self.guard,
             **self.learner_cfg,
         )
         self._bound_optim_wrapper = optim_wrapper
@@ -345,7 +354,9 @@ class MetaFusionModel(BaseModel):
 
     def _rename(self, stats: Mapping[str, float]) -> dict[str, float]:
         names = {f"weight_{i}": f"w_{n}" for i, n in enumerate(self.source_names)}
-        out = {names.get(k, k): float(v) for k, v in stats.items()}
+        # A skipped step's non-finite values are in its warning; a NaN in the log
+        # would spoil every windowed mean it enters.
+        out = {names.get(k, k): float(v) for k, v in stats.items() if math.isfinite(v)}
         if out.get("hypergrad_norm", 0.0) > 0:
             # The text log prints 4 decimals; the norm is often ~1e-6 (it scales with η).
             out["hypergrad_log10"] = math.log10(out["hypergrad_norm"])
@@ -355,12 +366,15 @@ class MetaFusionModel(BaseModel):
     def train_step(self, data: Mapping, optim_wrapper: OptimWrapperDict) -> dict[str, float]:
         """One iteration of Algorithm 1; see the module docstring for ``data``."""
         learner = self.bind_optimizers(optim_wrapper)
+        if MessageHub.get_current_instance().get_info("iter") is not None:  # inside a runner
+            self.guard.iteration = int(MessageHub.get_current_instance().get_info("iter")) + 1
         phase = data.get("phase") if isinstance(data, Mapping) else None
         if phase not in PHASES:
             raise ValueError(f"data['phase'] must be one of {PHASES}, got {phase!r}")
         if phase == "task_warmup":
             batch = self._preprocess(data["inputs"], True)
-            return self._rename(task_warmup_step(self.task, self.fusion_net, batch, data.get("source", "both")))
+            return self._rename(task_warmup_step(
+                self.task, self.fusion_net, batch, data.get("source", "both"), self.guard))
         if learner is None:
             if phase != "fusion":
                 raise RuntimeError(
@@ -382,7 +396,7 @@ class MetaFusionModel(BaseModel):
             fused_task = self.fusion_net(*batch.task_sources)
         stats = {k: float(v) for k, v in output.terms.items()}
         stats["loss_fusion"] = stats.pop("loss")
-        stats.update(self.task.train_step(fused_task, batch.target))
+        stats.update(guarded_task_step(self.task, fused_task, batch.target, self.guard))
         if output.params is not None:
             means = output.params.mean(dim=(0, 2, 3))
             stats.update({f"weight_{i}": float(m) for i, m in enumerate(means)})
@@ -451,6 +465,10 @@ class MetaFusionModel(BaseModel):
             return self.predict(inputs)
         batch = self.to_fusion_batch(inputs)
         return self.fuse(batch.a, batch.b)
+
+
+def _log_warning(message: str) -> None:
+    print_log(message, logger="current", level=logging.WARNING)
 
 
 def _check_wrapper(name: str, wrapper: OptimWrapper) -> None:
@@ -582,8 +600,6 @@ class MultiModuleOptimWrapperConstructor:
         self.optim_wrapper_cfg = optim_wrapper_cfg
 
     def __call__(self, model: nn.Module) -> OptimWrapperDict:
-        from mmengine.logging import print_log
-
         module_of = getattr(model, "module", model)
         if not hasattr(module_of, "optim_modules"):
             raise TypeError(f"{type(module_of).__name__} has no optim_modules()")

@@ -1,6 +1,7 @@
 """The inner step and the meta learner (knows nothing about specific tasks)."""
 
 from .batch import FusionBatch
+from .guard import NonFiniteError, NonFiniteGuard, all_finite
 from .inner import BACKENDS, FreshAdamError, InnerStep
 from .learner import TASK_WARMUP_SOURCES, Hypergradient, MetaLossLearner, task_warmup_step
 
@@ -13,4 +14,7 @@ __all__ = [
     "Hypergradient",
     "TASK_WARMUP_SOURCES",
     "task_warmup_step",
+    "NonFiniteGuard",
+    "NonFiniteError",
+    "all_finite",
 ]

@@ -12,8 +12,7 @@ Meta step (paper eqs. 4–7), on a meta-train batch ``tr`` and a meta-test batch
    F's and T's ``.grad`` are never touched, and F's buffers are restored, so a
    meta step changes G and nothing else.
 4. Outer update of G: Adam (paper) or the public code's max-normalised step
-   ``φ ← φ − lr · g / max|g|``. A non-finite hypergradient is skipped and
-   reported, never applied.
+   ``φ ← φ − lr · g / max|g|``.
 
 With ``hypergradient="forward"`` steps 2–3 give the same ``∂L_t/∂φ`` without the
 ``create_graph`` pass: a first-order inner gradient, ``v = ∂L_t/∂θ'``, one
@@ -23,6 +22,11 @@ forward-mode JVP of F and a double backward through the fusion loss and G only
 Fusion step (eqs. 8–9): F takes one step on ``L_f`` with G frozen (weights
 computed without a graph), optionally plus ``λ · L_t`` (ablation III); then T
 takes one step on ``L_t`` of the detached fused images.
+
+Every phase is guarded (:class:`~learnable_fusion_loss.meta.NonFiniteGuard`): a
+non-finite loss, gradient, hypergradient or fused image given to T is never
+applied; the step is skipped, reported and counted (``skipped_<phase>``,
+``skipped_total``), and a run of such skips in one phase stops training.
 """
 
 from __future__ import annotations
@@ -39,10 +43,12 @@ from torch.autograd import forward_ad
 
 from ..losses.learnable import LearnableLoss, LossOutput
 from ..generators.simple import ConstantWeights
-from ..tasks.base import TaskAdapter, as_task
+from .._checks import NonFiniteValueError
+from ..tasks.base import TaskAdapter, as_task, buffers_kept_unless
 from .batch import FusionBatch
+from .guard import NonFiniteGuard, all_finite
 from .inner import Backend, InnerOptimizer, InnerStep, bind_weights
-from .warmup import TASK_WARMUP_SOURCES, TaskWarmupSource, task_warmup_step
+from .warmup import TASK_WARMUP_SOURCES, TaskWarmupSource, guarded_task_step, task_warmup_step
 
 OuterStep = Literal["adam", "max_norm"]
 HypergradientMode = Literal["unrolled", "forward"]
@@ -64,7 +70,7 @@ class Hypergradient:
 
     @property
     def finite(self) -> bool:
-        return all(bool(torch.isfinite(g).all()) for g in self.grads)
+        return all_finite(self.grads)
 
 
 class MetaLossLearner:
@@ -102,6 +108,8 @@ class MetaLossLearner:
             F costs about three no-grad forwards; ReFusion's blocks stream it in bands).
             Needs an F whose operations support forward-mode AD and that is
             deterministic (no dropout), since F runs twice on the meta-train pair.
+        guard: counts and reports non-finite (skipped) steps; default
+            ``NonFiniteGuard()`` (20 in a row in one phase stop training).
     """
 
     def __init__(
@@ -120,6 +128,7 @@ class MetaLossLearner:
         allow_fresh_adam: bool = False,
         hypergradient: HypergradientMode = "unrolled",
         outer_lr_from_fusion: bool = False,
+        guard: NonFiniteGuard | None = None,
     ) -> None:
         if hypergradient not in ("unrolled", "forward"):
             raise ValueError(f"hypergradient must be 'unrolled' or 'forward', got {hypergradient!r}")
@@ -158,7 +167,7 @@ class MetaLossLearner:
         self.inner_lr = inner_lr
         self.fusion_task_weight = float(fusion_task_weight)
         self.hypergradient_mode = hypergradient
-        self.skipped_meta_steps = 0
+        self.guard = guard if guard is not None else NonFiniteGuard()
 
     @property
     def generator(self) -> nn.Module:
@@ -315,8 +324,13 @@ class MetaLossLearner:
         "is updated during G's outer update"), then T takes one step on the updated
         F's meta-train output.
         """
-        inner_grads = self._inner_gradient(meta_train) if update_fusion and self.fusion_params else None
-        hyper = self.hypergradient(meta_train, meta_test)
+        with buffers_kept_unless(self.fusion_net) as kept:  # IV's look-ahead pass moves them
+            try:
+                inner_grads = self._inner_gradient(meta_train) if update_fusion and self.fusion_params else None
+                hyper = self.hypergradient(meta_train, meta_test)
+            except NonFiniteValueError as err:  # F's output fed to T is non-finite: nothing to apply
+                return self.guard.record("meta", False, f"input ({err})")
+            kept[0] = True
         stats = {
             "loss_task_meta": float(hyper.loss_task),
             "loss_fusion_meta": float(hyper.inner.loss.detach()),
@@ -324,12 +338,10 @@ class MetaLossLearner:
             "inner_lr": self.current_inner_lr(),
             **_weight_means(hyper.inner.params),
         }
-        if not (hyper.finite and math.isfinite(stats["loss_task_meta"])):
-            self.skipped_meta_steps += 1
-            stats.update(skipped=1.0, skipped_total=float(self.skipped_meta_steps))
-        else:
+        finite = hyper.finite and math.isfinite(stats["loss_task_meta"])
+        stats.update(self.guard.record("meta", finite, "hypergradient or meta-test task loss"))
+        if finite:
             self._apply_outer(hyper.grads)
-            stats.update(skipped=0.0, skipped_total=float(self.skipped_meta_steps))
         if update_fusion:
             stats.update(self._keep_look_ahead(meta_train, inner_grads))
         return stats
@@ -345,9 +357,9 @@ class MetaLossLearner:
         """θ ← θ' (the inner step's rule), then T's step on the updated F's task view."""
         stats: dict[str, float] = {}
         if grads is not None:
-            if not all(bool(torch.isfinite(g).all()) for g in grads):
-                stats["fusion_skipped"] = 1.0
-            elif self.inner.inner_optimizer == "adam":
+            finite = all_finite(grads)
+            stats.update(self.guard.record("fusion", finite, "look-ahead gradient of F"))
+            if finite and self.inner.inner_optimizer == "adam":
                 # θ' of the Adam rule is exactly torch's Adam step from F's state;
                 # stepping the optimiser also advances that state, as a real step must.
                 assert self.fusion_optimizer is not None
@@ -356,7 +368,7 @@ class MetaLossLearner:
                     param.grad = grad.clone()
                 self.fusion_optimizer.step()
                 self.fusion_optimizer.zero_grad(set_to_none=True)
-            else:
+            elif finite:
                 eta = self.current_inner_lr()
                 with torch.no_grad():
                     for param, grad in zip(self.fusion_params, grads, strict=True):
@@ -366,10 +378,11 @@ class MetaLossLearner:
 
     def _task_step(self, batch: FusionBatch) -> dict[str, float]:
         """T's ordinary step on F's current (detached) output for the task view."""
-        with torch.no_grad():
+        with buffers_kept_unless(self.fusion_net) as applied, torch.no_grad():
             fused_task = self.fusion_net(*batch.task_sources)
-        task_stats = self.task.train_step(fused_task, batch.target)
-        return {k if k.startswith("loss") else f"task_{k}": v for k, v in task_stats.items()}
+            applied[0] = all_finite([fused_task])  # else no statistics of a NaN pass are kept
+        task_stats = guarded_task_step(self.task, fused_task, batch.target, self.guard)
+        return {k if k.startswith(("loss", "skipped_")) else f"task_{k}": v for k, v in task_stats.items()}
 
     def _apply_outer(self, grads: list[Tensor]) -> None:
         if not grads:
@@ -399,37 +412,58 @@ class MetaLossLearner:
             loss_params: fixed loss parameters instead of G's (G is then not run);
                 :meth:`fusion_warmup_step` passes uniform weights.
             train_task: also take T's step on the fused task view (Algorithm 1).
+
+        A non-finite fusion loss or gradient is not applied (``skipped_fusion``).
         """
+        stats = self._fusion_update(batch, loss_params, "fusion")
+        if train_task:
+            stats.update(self._task_step(batch))
+        return stats
+
+    def _fusion_update(self, batch: FusionBatch, loss_params: Tensor | None, phase: str) -> dict[str, float]:
+        """F's step on ``L_f`` [+ λ L_t] (none for an F without parameters), guarded."""
         self.fusion_net.train()
         if not self.fusion_params:  # nothing to step (ablation V with G's weights): T only
             with torch.no_grad():
                 output = self.loss(self.fusion_net(batch.a, batch.b), batch.a, batch.b, params=loss_params)
             stats = {f"{k}": float(v) for k, v in output.terms.items()}
             stats["loss_fusion"] = stats.pop("loss")
-            if train_task:
-                stats.update(self._task_step(batch))
             stats.update(_weight_means(output.params))
             return stats
+        # A skipped step leaves F's BatchNorm statistics as they were, too.
+        with buffers_kept_unless(self.fusion_net) as applied:
+            stats = self._guarded_fusion_step(batch, loss_params, phase)
+            applied[0] = not stats[f"skipped_{phase}"]
+        return stats
+
+    def _guarded_fusion_step(self, batch: FusionBatch, loss_params: Tensor | None, phase: str) -> dict[str, float]:
         assert self.fusion_optimizer is not None
         self.fusion_optimizer.zero_grad(set_to_none=True)
-        fused = self.fusion_net(batch.a, batch.b)
-        output = self.loss(fused, batch.a, batch.b, params=loss_params, detach_params=True)
-        total = output.loss
-        stats = {f"{k}": float(v.detach()) for k, v in output.terms.items()}
-        stats["loss_fusion"] = stats.pop("loss")
-        if self.fusion_task_weight > 0:
-            loss_task_f = self.task.loss(self.fusion_net(*batch.task_sources), batch.target)
-            total = total + self.fusion_task_weight * loss_task_f
-            stats["loss_task_on_f"] = float(loss_task_f.detach())
-        total.backward()
-        self.fusion_optimizer.step()
+        stats: dict[str, float] = {}
+        what = "fusion loss or gradient"
+        try:
+            fused = self.fusion_net(batch.a, batch.b)
+            output = self.loss(fused, batch.a, batch.b, params=loss_params, detach_params=True)
+            total = output.loss
+            stats.update({f"{k}": float(v.detach()) for k, v in output.terms.items()})
+            stats["loss_fusion"] = stats.pop("loss")
+            stats.update(_weight_means(output.params))
+            if self.fusion_task_weight > 0:
+                loss_task_f = self.task.loss(self.fusion_net(*batch.task_sources), batch.target)
+                total = total + self.fusion_task_weight * loss_task_f
+                stats["loss_task_on_f"] = float(loss_task_f.detach())
+            finite = bool(torch.isfinite(total.detach()))
+            if finite:
+                total.backward()
+                finite = all_finite(p.grad for p in self.fusion_params)
+        except NonFiniteValueError as err:  # F's output, checked by the loss (or T, λ > 0)
+            finite, what = False, f"input ({err})"
+        if finite:
+            self.fusion_optimizer.step()
         self.fusion_optimizer.zero_grad(set_to_none=True)
         for param in self.generator_params:  # a task term must never leave grads on G
             param.grad = None
-
-        if train_task:
-            stats.update(self._task_step(batch))
-        stats.update(_weight_means(output.params))
+        stats.update(self.guard.record(phase, finite, what))
         return stats
 
     # ------------------------------------------------------------ warm-ups
@@ -443,7 +477,7 @@ class MetaLossLearner:
         if not self.fusion_params:
             raise ValueError("a fusion warm-up needs an F with trainable parameters: set fusion_warmup_steps=0")
         uniform = ConstantWeights((1.0, 1.0))(batch.a, batch.b)
-        return self.fusion_step(batch, loss_params=uniform, train_task=False)
+        return self._fusion_update(batch, uniform, "fusion_warmup")
 
     def task_warmup_step(self, batch: FusionBatch, source: TaskWarmupSource = "both") -> dict[str, float]:
         """T alone, one ordinary step per input of ``source`` (F and G untouched).
@@ -452,7 +486,7 @@ class MetaLossLearner:
         step on each), ``"mean"`` / ``"max"`` (a fixed rule's fused image) or
         ``"fused"`` (F's current output, e.g. after a fusion warm-up).
         """
-        return task_warmup_step(self.task, self.fusion_net, batch, source)
+        return task_warmup_step(self.task, self.fusion_net, batch, source, self.guard)
 
 
 def _zeros_where_none(grads: Sequence[Tensor | None], like: Iterable[Tensor]) -> list[Tensor]:

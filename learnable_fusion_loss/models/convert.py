@@ -135,14 +135,22 @@ def infer_official_config(sd: Mapping[str, Tensor], kind: Kind) -> dict:
     if kind not in _STEM:
         raise ValueError(f"kind must be 'refusion' or 'lpn', got {kind!r}")
     stem = f"{_STEM[kind]}.weight"
-    needed = [stem, _ENCODER_BLOCK.format(0), "encoder1.0.ffn.project_in.weight"]
+    qkv = "encoder1.0.attn.qkv.weight"
+    needed = [stem, _ENCODER_BLOCK.format(0), "encoder1.0.ffn.project_in.weight", qkv]
     absent = [k for k in needed if not isinstance(sd.get(k), Tensor)]
     if absent:
         raise ValueError(
             f"cannot read a {kind} configuration off the state dict: "
             f"missing keys {_listing(absent)}"
         )
-    dim = int(sd[stem].shape[0])
+    # dim is read from the first attention block (its input width) and checked against
+    # the stem: a wrong-shape stem would otherwise imply another config and every
+    # block would then be blamed instead of the stem itself.
+    dim = int(sd[qkv].shape[1])
+    if sd[qkv].ndim != 4 or sd[stem].ndim != 4 or int(sd[stem].shape[0]) != dim:
+        raise ValueError(
+            f"wrong shape: {stem} is {tuple(sd[stem].shape)}, but the encoder's width is {dim} "
+            f"({qkv} is {tuple(sd[qkv].shape)}): the stem must be ({dim}, in_channels, k, k)")
     num_blocks = 0
     while _ENCODER_BLOCK.format(num_blocks) in sd:
         num_blocks += 1

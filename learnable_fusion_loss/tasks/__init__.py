@@ -1,5 +1,5 @@
 """Downstream task adapters (the task net T and its loss)."""
 
-from .base import CallableTask, ModuleTask, NetTask, TaskAdapter, TaskSnapshot, as_task
+from .base import CallableTask, ModuleTask, NetTask, TaskAdapter, TaskSnapshot, as_task, finite_step
 
-__all__ = ["TaskAdapter", "TaskSnapshot", "NetTask", "ModuleTask", "CallableTask", "as_task"]
+__all__ = ["TaskAdapter", "TaskSnapshot", "NetTask", "ModuleTask", "CallableTask", "as_task", "finite_step"]

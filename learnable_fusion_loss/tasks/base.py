@@ -5,7 +5,9 @@
 * ``loss(fused, target)`` – a scalar, differentiable w.r.t. ``fused`` (and twice
   differentiable through it, because the outer step back-propagates through the
   inner step);
-* ``train_step(fused, target)`` – one ordinary optimiser step of T (paper eq. 9);
+* ``train_step(fused, target)`` – one ordinary optimiser step of T (paper eq. 9),
+  returning log values; a step whose loss or gradient is non-finite is not applied
+  and returns ``skipped=1.0`` (:func:`finite_step` does both);
 * ``snapshot()`` / ``restore(snapshot)`` – an in-memory copy of T's parameters,
   buffers and optimiser state, used to form T' (eq. 5) and to undo it.
 
@@ -70,6 +72,64 @@ def restore_module(
     module.train(snapshot.training)
 
 
+def finite_step(optimizer: torch.optim.Optimizer, loss: Tensor) -> bool:
+    """Back-propagate ``loss`` and step ``optimizer``, unless the loss or a gradient is non-finite.
+
+    A skipped step changes neither the parameters nor the optimiser's state (a NaN
+    applied once poisons every later step); the gradients are cleared either way.
+    Returns whether the step was applied.
+
+    >>> import torch
+    >>> w = torch.nn.Parameter(torch.ones(1))
+    >>> opt = torch.optim.SGD([w], lr=0.5)
+    >>> finite_step(opt, (w * float("nan")).sum()), w.item()
+    (False, 1.0)
+    >>> finite_step(opt, (w * 2).sum()), w.item()
+    (True, 0.0)
+    """
+    optimizer.zero_grad(set_to_none=True)
+    applied = bool(torch.isfinite(loss.detach()).all())
+    if applied:
+        loss.backward()
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        flags = [torch.isfinite(g).all() for g in grads]
+        applied = bool(torch.stack(flags).all()) if flags else True
+        if applied:
+            optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return applied
+
+
+def _step_stats(applied: bool, stats: dict[str, float]) -> dict[str, float]:
+    return stats if applied else {**stats, "skipped": 1.0}
+
+
+@contextlib.contextmanager
+def buffers_kept_unless(module: nn.Module) -> Iterator[list[bool]]:
+    """Restore ``module``'s buffers (BatchNorm statistics) on exit unless told the step counted.
+
+    A skipped step's forward pass still moved the running statistics, and a
+    non-finite activation would leave them NaN for good. Set ``flag[0] = True``
+    inside the block when the step was applied.
+
+    >>> import torch
+    >>> norm = torch.nn.BatchNorm1d(1)
+    >>> with buffers_kept_unless(norm) as applied:
+    ...     _ = norm(torch.randn(4, 1) + 5)
+    >>> norm.running_mean.item(), int(norm.num_batches_tracked)
+    (0.0, 0)
+    """
+    saved = {name: buffer.detach().clone() for name, buffer in module.named_buffers()}
+    applied = [False]
+    try:
+        yield applied
+    finally:
+        if not applied[0]:
+            with torch.no_grad():
+                for name, buffer in module.named_buffers():
+                    buffer.copy_(saved[name])
+
+
 class NetTask:
     """What every adapter around one ``nn.Module`` T (``self.net``) and its optimiser
     (``self.optimizer``) shares: in-memory snapshot/restore and an eval-mode context."""
@@ -120,11 +180,10 @@ class ModuleTask(NetTask):
         if self.optimizer is None:
             raise RuntimeError("ModuleTask.train_step needs an optimizer")
         self.net.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss(fused, target)
-        loss.backward()
-        self.optimizer.step()
-        return {"loss_task": float(loss.detach())}
+        with buffers_kept_unless(self.net) as applied:
+            loss = self.loss(fused, target)
+            applied[0] = finite_step(self.optimizer, loss)
+        return _step_stats(applied[0], {"loss_task": float(loss.detach())})
 
 
 class CallableTask:

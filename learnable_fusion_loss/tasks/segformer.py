@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from .._checks import check_image
 from ..registry import MODELS
-from .base import NetTask
+from .base import NetTask, _step_stats, buffers_kept_unless, finite_step
 
 __all__ = ["SegFormerTask", "segformer_config", "MSRS_SEG_CLASSES"]
 
@@ -287,12 +287,10 @@ class SegFormerTask(NetTask):
     def train_step(self, fused: Tensor, target: Tensor) -> dict[str, float]:
         """One optimiser step of T on ``fused`` (detached: T's step never reaches F)."""
         self.net.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss(fused.detach(), target)
-        loss.backward()
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return {"loss_task": float(loss.detach())}
+        with buffers_kept_unless(self.net) as applied:
+            loss = self.loss(fused.detach(), target)
+            applied[0] = finite_step(self.optimizer, loss)
+        return _step_stats(applied[0], {"loss_task": float(loss.detach())})
 
     # ------------------------------------------------------------------ inference
     def predict(self, fused: Tensor, size: tuple[int, int] | None = None) -> Tensor:

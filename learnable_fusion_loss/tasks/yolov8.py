@@ -42,6 +42,7 @@ Evaluation
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -53,7 +54,7 @@ from torch import Tensor, nn
 from .. import compat
 from .._checks import check_image
 from ..registry import MODELS
-from .base import NetTask
+from .base import NetTask, _step_stats, buffers_kept_unless, finite_step
 from .segformer import _build_optimizer, _require, _seeded
 
 __all__ = ["YOLOv8Task", "collate_yolo_targets", "MSRS_DET_CLASSES"]
@@ -151,6 +152,7 @@ class YOLOv8Task(NetTask):
         self.class_names = tuple(class_names)
         self.net.names = dict(enumerate(self.class_names))
         self.optimizer = _build_optimizer(self.net.parameters(), lr, weight_decay, optimizer)
+        self._warned_collapse = False
 
     # ------------------------------------------------------------------ inputs
     def _inputs(self, fused: Tensor) -> tuple[Tensor, tuple[int, int]]:
@@ -208,14 +210,23 @@ class YOLOv8Task(NetTask):
     def train_step(self, fused: Tensor, target: Any) -> dict[str, float]:
         """One optimiser step of T on ``fused`` (detached: T's step never reaches F)."""
         self.net.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss, terms = self.loss_terms(fused.detach(), target)
-        loss.backward()
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        with buffers_kept_unless(self.net) as kept:
+            loss, terms = self.loss_terms(fused.detach(), target)
+            applied = kept[0] = finite_step(self.optimizer, loss)
         box, cls, dfl = (float(t) for t in terms)
-        return {"loss_task": float(loss.detach()), "loss_box": box, "loss_cls": cls,
-                "loss_dfl": dfl}
+        if applied and box == cls == dfl == 0.0 and not self._warned_collapse:
+            boxes = self._targets(target, fused.shape[0])["cls"].numel()
+            if boxes:
+                # A healthy net always gets some prediction assigned to a box; a loss of
+                # exactly 0 means every score is saturated at 0: T has diverged, silently.
+                self._warned_collapse = True
+                lr = self.optimizer.param_groups[0]["lr"]
+                warnings.warn(
+                    f"YOLOv8Task: the task loss is exactly 0 on a batch with {boxes} box(es): no "
+                    "prediction is assigned to any box, so T has collapsed (it stops learning); "
+                    f"lower T's learning rate (now {lr:g})", RuntimeWarning, stacklevel=2)
+        return _step_stats(applied, {"loss_task": float(loss.detach()), "loss_box": box,
+                                     "loss_cls": cls, "loss_dfl": dfl})
 
     # ------------------------------------------------------------------ inference
     def predict(
