@@ -11,7 +11,7 @@ from learnable_fusion_loss.generators import ConvWeightGenerator
 from learnable_fusion_loss.losses import LearnableFusionLoss
 from learnable_fusion_loss.meta import MetaLossLearner
 
-from _tiny import make_batch, make_learner
+from _tiny import TinyFusion, make_batch, make_learner
 from test_engine import EngineTestFusion, EngineTestTask, batch
 
 
@@ -129,3 +129,22 @@ def test_train_tool_clips_when_asked_and_logs_the_norm(tmp_path, data_root):
     assert done.returncode == 0, done.stderr[-3000:]
     norms = [float(v) for v in re.findall(r"grad_norm_fusion: ([0-9.e+-]+)", done.stdout + done.stderr)]
     assert norms and all(v > 0 for v in norms), (done.stdout + done.stderr)[-3000:]
+
+
+def test_task_optimiser_state_of_t_prime_is_kept_only_when_asked():
+    """The public code reloads T's weights after T' but keeps its Adam moments and step count."""
+    for keep in (False, True):
+        learner = make_learner("torch.func", dtype=torch.float64, keep_task_optimizer_state=keep)
+        net, optimizer = learner.task.net, learner.task.optimizer
+        learner.fusion_step(make_batch(0))  # one real T step: Adam has a state to keep or restore
+        weights = {k: v.clone() for k, v in net.state_dict().items()}
+        steps = [float(s["step"]) for s in optimizer.state.values()]
+        learner.meta_step(make_batch(1), make_batch(2))
+        assert all(torch.equal(weights[k], v) for k, v in net.state_dict().items())  # T restored either way
+        after = [float(s["step"]) for s in optimizer.state.values()]
+        assert after == ([s + 1 for s in steps] if keep else steps)
+    with pytest.raises(ValueError, match="keep_task_optimizer_state=True needs a task with an optimizer"):
+        fusion = TinyFusion()
+        MetaLossLearner(fusion, LearnableFusionLoss(ConvWeightGenerator(hidden=4, depth=1)),
+                        lambda fused, target: fused.mean(), torch.optim.SGD(fusion.parameters(), lr=0.1),
+                        keep_task_optimizer_state=True)

@@ -75,6 +75,7 @@ _LEARNER_OPTIONS = (
     "allow_fresh_adam",
     "hypergradient",
     "outer_lr_from_fusion",
+    "keep_task_optimizer_state",
 )
 
 

@@ -31,6 +31,7 @@ applied; the step is skipped, reported and counted (``skipped_<phase>``,
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -108,6 +109,10 @@ class MetaLossLearner:
             F costs about three no-grad forwards; ReFusion's blocks stream it in bands).
             Needs an F whose operations support forward-mode AD and that is
             deterministic (no dropout), since F runs twice on the meta-train pair.
+        keep_task_optimizer_state: after the meta step, T's weights and buffers are
+            restored but its optimiser keeps the state of the T′ step (Adam's moments
+            and step count), as the public code does (it reloads T's ``state_dict``
+            only). Default False: T is restored whole, so a meta step changes G only.
         guard: counts and reports non-finite (skipped) steps; default
             ``NonFiniteGuard()`` (20 in a row in one phase stop training).
     """
@@ -128,6 +133,7 @@ class MetaLossLearner:
         allow_fresh_adam: bool = False,
         hypergradient: HypergradientMode = "unrolled",
         outer_lr_from_fusion: bool = False,
+        keep_task_optimizer_state: bool = False,
         guard: NonFiniteGuard | None = None,
     ) -> None:
         if hypergradient not in ("unrolled", "forward"):
@@ -163,6 +169,9 @@ class MetaLossLearner:
         self.outer_step = outer_step
         self.outer_lr = outer_lr
         self.outer_lr_from_fusion = bool(outer_lr_from_fusion)
+        self.keep_task_optimizer_state = bool(keep_task_optimizer_state)
+        if self.keep_task_optimizer_state and getattr(self.task, "optimizer", None) is None:
+            raise ValueError("keep_task_optimizer_state=True needs a task with an optimizer (T's Adam state)")
         self.inner = InnerStep(inner_backend or "torch.func", inner_optimizer, allow_fresh_adam)
         self.inner_lr = inner_lr
         self.fusion_task_weight = float(fusion_task_weight)
@@ -199,7 +208,11 @@ class MetaLossLearner:
             self.task.train_step(fused.detach(), meta_train.target)
             yield
         finally:
+            kept = (copy.deepcopy(self.task.optimizer.state_dict())
+                    if self.keep_task_optimizer_state else None)
             self.task.restore(snapshot)
+            if kept is not None:  # the public code: T's weights reloaded, its Adam state not
+                self.task.optimizer.load_state_dict(kept)
             with torch.no_grad():
                 for name, buffer in self.fusion_net.named_buffers():
                     buffer.copy_(fusion_buffers[name])

@@ -1,7 +1,8 @@
 # TDFusion on MSRS with the public code's recipe (HaowenBai/TDFusion train.py):
 # 40 epochs, StepLR(10, 0.1) on every optimiser, batch 1 doubled by the source
 # swap ("Switch"), the max-normalised outer step with the epoch's F lr (outer_lr_from_fusion),
-# the squared-weight intensity term and the per-axis gradient term.
+# the squared-weight intensity term and the per-axis gradient term; T's Adam state
+# keeps its T' steps (keep_task_optimizer_state; the public code reloads T's weights only).
 _base_ = [
     '../../../configs/_base_/models/tdfusion_segformer.py',
     '../../../configs/_base_/datasets/msrs_seg.py',
@@ -13,5 +14,6 @@ model = dict(
     # (x - mean) / std; README 'The public recipe, line by line')
     task=dict(num_classes=9, mean=[0.0], std=[1.0]),
     loss=dict(intensity_form='official', gradient_form='axis'),
-    learner=dict(outer_step='max_norm', outer_lr=1e-4, outer_lr_from_fusion=True))
+    learner=dict(outer_step='max_norm', outer_lr=1e-4, outer_lr_from_fusion=True,
+                 keep_task_optimizer_state=True))
 train_dataloader = dict(batch_size=1, collate_fn=dict(type='collate_paired', swap_modalities=True))
