@@ -63,10 +63,10 @@ def test_wrapper_settings_the_learner_cannot_honour_are_refused():
     # MMEngine builds an AmpOptimWrapper only on an accelerator; the check is by type.
     from mmengine.optim import AmpOptimWrapper
 
-    from learnable_fusion_loss.engine.model import _check_wrapper
+    from learnable_fusion_loss.engine.optim import check_wrapper
 
     with pytest.raises(ValueError, match="optim_wrapper.task: AmpOptimWrapper is not supported"):
-        _check_wrapper("task", AmpOptimWrapper.__new__(AmpOptimWrapper))
+        check_wrapper("task", AmpOptimWrapper.__new__(AmpOptimWrapper))
 
 
 def test_task_optimiser_set_twice_is_refused():

@@ -24,13 +24,9 @@ from .hooks import (
     restore_rng_state,
 )
 from .loops import SCHEDULES, EpochPlan, IterationPlan, MetaFusionTrainLoop, SeededSamples
-from .model import (
-    DEFAULT_DATA_KEYS,
-    PHASES,
-    GradientAveragingWrapper,
-    MetaFusionModel,
-    MultiModuleOptimWrapperConstructor,
-)
+from .model import DEFAULT_DATA_KEYS, PHASES, MetaFusionModel
+from .optim import MultiModuleOptimWrapperConstructor
+from .parallel import GradientAveragingWrapper
 
 __all__ = [
     "DEFAULT_DATA_ROOT",

@@ -33,8 +33,7 @@ from typing import Any
 import torch
 from mmengine.logging import MessageHub, print_log
 from mmengine.model import BaseModel
-from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper, OptimWrapperDict
-from mmengine.registry import MODEL_WRAPPERS, OPTIM_WRAPPER_CONSTRUCTORS
+from mmengine.optim import OptimWrapperDict
 from torch import Tensor, nn
 
 from ..losses import LearnableLoss
@@ -42,7 +41,11 @@ from ..meta import FusionBatch, MetaLossLearner, NonFiniteGuard, task_warmup_ste
 from ..meta.warmup import guarded_task_step
 from ..registry import MODELS
 from ..tasks.base import CallableTask, TaskAdapter
+from .optim import ClipBeforeStep, MultiModuleOptimWrapperConstructor, StepCounter, check_wrapper
+from .parallel import GradientAveragingWrapper
+from .samples import per_sample_fields, sample_of, split_target
 
+# The constructor and the wrapper lived here; their modules are optim and parallel.
 __all__ = [
     "MetaFusionModel",
     "MultiModuleOptimWrapperConstructor",
@@ -257,16 +260,16 @@ class MetaFusionModel(BaseModel):
                 f"{type(optim_wrapper).__name__}"
             )
         for name, wrapper in optim_wrapper.items():
-            _check_wrapper(name, wrapper)
+            check_wrapper(name, wrapper)
             # The learner steps the torch optimisers directly, so the wrapper's gradient
             # clipping runs as a pre-step hook on its optimiser: every step of F, G (the
             # hypergradient) and T, including T's step inside a meta step, is clipped,
             # and the norm is logged as grad_norm_<name>.
             if wrapper.clip_grad_kwargs:
                 wrapper.grad_name = f"grad_norm_{name}"
-                wrapper.optimizer.register_step_pre_hook(_ClipBeforeStep(wrapper))
+                wrapper.optimizer.register_step_pre_hook(ClipBeforeStep(wrapper))
             # MMEngine's wrapper keeps a step count (read for a warning only); keep it right.
-            wrapper.optimizer.register_step_post_hook(_StepCounter(wrapper))
+            wrapper.optimizer.register_step_post_hook(StepCounter(wrapper))
         if "task" in optim_wrapper and self._task_optimizer_args:
             raise ValueError(
                 f"model.task sets {sorted(self._task_optimizer_args)} and optim_wrapper has a 'task' "
@@ -428,8 +431,8 @@ class MetaFusionModel(BaseModel):
         if hasattr(self.task, "predict"):
             predictions = self.task.predict(fused_task)
         size = batch.a.shape[0]
-        meta = _per_sample_fields(raw, size, exclude=self._data_key_names())
-        targets = _split_target(batch.target, size)
+        meta = per_sample_fields(raw, size, exclude=self._data_key_names())
+        targets = split_target(batch.target, size)
         outputs = []
         for i in range(size):
             item: dict[str, Any] = {
@@ -444,7 +447,7 @@ class MetaFusionModel(BaseModel):
             if targets is not None:
                 item["target"] = targets[i]
             if predictions is not None:
-                item["pred"] = _index(predictions, i)
+                item["pred"] = sample_of(predictions, i)
             outputs.append(item)
         return outputs
 
@@ -470,235 +473,3 @@ class MetaFusionModel(BaseModel):
 
 def _log_warning(message: str) -> None:
     print_log(message, logger="current", level=logging.WARNING)
-
-
-def _check_wrapper(name: str, wrapper: OptimWrapper) -> None:
-    """Refuse the OptimWrapper settings the learner's own steps cannot honour."""
-    from mmengine.optim import AmpOptimWrapper
-
-    if isinstance(wrapper, AmpOptimWrapper):
-        raise ValueError(
-            f"optim_wrapper.{name}: AmpOptimWrapper is not supported: the learner steps the "
-            "optimisers itself and the hypergradient is taken by autograd.grad, so the loss "
-            "scaler would never run; use type='OptimWrapper'")
-    if getattr(wrapper, "_accumulative_counts", 1) != 1:
-        raise ValueError(
-            f"optim_wrapper.{name}.accumulative_counts={wrapper._accumulative_counts} is not "
-            "supported: every meta and fusion step of Algorithm 1 is one optimiser step "
-            "(raise the batch size instead)")
-
-
-class _ClipBeforeStep:
-    """Optimiser pre-step hook: the wrapper's ``clip_grad`` on that optimiser's gradients."""
-
-    def __init__(self, wrapper: OptimWrapper) -> None:
-        self.wrapper = wrapper
-
-    def __call__(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        self.wrapper._clip_grad()
-
-
-class _StepCounter:
-    """Optimiser post-step hook: count the step in the wrapper's ``_global_step``.
-
-    MMEngine's parameter schedulers do not read it (they step per iteration or epoch);
-    the wrapper uses it only to warn about accumulation at the end of an epoch.
-    """
-
-    def __init__(self, wrapper: OptimWrapper) -> None:
-        self.wrapper = wrapper
-
-    def __call__(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        if hasattr(self.wrapper, "_global_step"):
-            self.wrapper._global_step += 1
-
-
-def _index(value: Any, i: int) -> Any:
-    if isinstance(value, (Tensor, list, tuple)):
-        item = value[i]
-        return item.detach().cpu() if isinstance(item, Tensor) else item
-    if isinstance(value, Mapping):
-        return {k: _index(v, i) for k, v in value.items()}
-    return value
-
-
-def _split_target(target: Any, size: int) -> list[Any] | None:
-    """Per-sample targets: tensors/lists indexed along dim 0; anything else repeated."""
-    if target is None:
-        return None
-    if isinstance(target, Tensor) and target.ndim > 0 and target.shape[0] == size:
-        return [target[i].detach().cpu() for i in range(size)]
-    if isinstance(target, (list, tuple)) and len(target) == size:
-        return [t.detach().cpu() if isinstance(t, Tensor) else t for t in target]
-    if isinstance(target, Mapping):
-        return [_target_of_sample(target, i, size) for i in range(size)]
-    return [target] * size
-
-
-def _target_of_sample(target: Mapping, i: int, size: int) -> dict[str, Any]:
-    """One sample of a dict target; ultralytics-style ``batch_idx`` rows are filtered."""
-    if "batch_idx" in target and isinstance(target["batch_idx"], Tensor):
-        rows = target["batch_idx"].view(-1) == i
-        count = int(target["batch_idx"].numel())
-        out: dict[str, Any] = {}
-        for key, value in target.items():
-            if isinstance(value, Tensor) and value.ndim > 0 and value.shape[0] == count:
-                out[key] = value[rows].detach().cpu()
-            else:
-                out[key] = _index(value, i) if _is_per_sample(value, size) else value
-        return out
-    return {k: (_index(v, i) if _is_per_sample(v, size) else v) for k, v in target.items()}
-
-
-def _is_per_sample(value: Any, size: int) -> bool:
-    if isinstance(value, Tensor):
-        return value.ndim > 0 and value.shape[0] == size
-    return isinstance(value, (list, tuple)) and len(value) == size
-
-
-def _per_sample_fields(data: Any, size: int, exclude: set[str]) -> list[dict[str, Any]]:
-    """Non-image per-sample fields (ids, file names, original sizes) of a batch dict."""
-    fields: list[dict[str, Any]] = [{} for _ in range(size)]
-    if not isinstance(data, Mapping):
-        return fields
-    for key, value in data.items():
-        if key in exclude or isinstance(value, Tensor) and value.ndim >= 3:
-            continue
-        if _is_per_sample(value, size):
-            for i in range(size):
-                fields[i][key] = _index(value, i)
-    return fields
-
-
-@OPTIM_WRAPPER_CONSTRUCTORS.register_module()
-class MultiModuleOptimWrapperConstructor:
-    """Builds one :class:`OptimWrapper` per named sub-module into an :class:`OptimWrapperDict`.
-
-    The model must have ``optim_modules() -> {name: module}``; each key of the
-    config (other than ``constructor``) is an ordinary single-optimiser wrapper
-    config (``type``, ``optimizer``, optional ``paramwise_cfg``) for that module,
-    or None (no optimiser; lets a derived config drop an entry).
-    A module without trainable parameters (e.g. ``ConstantWeights``) or absent
-    (a parameter-free task) gets no wrapper, with a log line saying so::
-
-        optim_wrapper = dict(
-            constructor='MultiModuleOptimWrapperConstructor',
-            fusion=dict(type='OptimWrapper', optimizer=dict(type='Adam', lr=1e-4)),
-            generator=dict(type='OptimWrapper', optimizer=dict(type='Adam', lr=1e-4, eps=1e-10)),
-            task=dict(type='OptimWrapper', optimizer=dict(type='Adam', lr=1e-4)))
-    """
-
-    def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: dict | None = None) -> None:
-        if paramwise_cfg is not None:
-            raise ValueError("put paramwise_cfg inside each optimiser entry, not at the top level")
-        if not optim_wrapper_cfg:
-            raise ValueError("optim_wrapper needs at least one entry (e.g. fusion=...)")
-        for name, cfg in optim_wrapper_cfg.items():
-            if cfg is not None and (not isinstance(cfg, Mapping) or "optimizer" not in cfg):
-                raise ValueError(
-                    f"optim_wrapper.{name} must be a wrapper config with an 'optimizer' (or None)"
-                )
-        self.optim_wrapper_cfg = optim_wrapper_cfg
-
-    def __call__(self, model: nn.Module) -> OptimWrapperDict:
-        module_of = getattr(model, "module", model)
-        if not hasattr(module_of, "optim_modules"):
-            raise TypeError(f"{type(module_of).__name__} has no optim_modules()")
-        modules = module_of.optim_modules()
-        wrappers: dict[str, OptimWrapper] = {}
-        for name, cfg in self.optim_wrapper_cfg.items():
-            if cfg is None:  # removed by a derived config (e.g. a parameter-free G)
-                continue
-            if name not in modules:
-                raise KeyError(f"optim_wrapper.{name}: the model has no module {name!r} ({sorted(modules)})")
-            module = modules[name]
-            if module is None or not any(p.requires_grad for p in module.parameters()):
-                print_log(f"optim_wrapper.{name}: no trainable parameters, no optimiser built",
-                          logger="current")
-                continue
-            cfg = dict(cfg)
-            paramwise = cfg.pop("paramwise_cfg", None)
-            wrappers[name] = DefaultOptimWrapperConstructor(cfg, paramwise)(module)
-        return OptimWrapperDict(**wrappers)
-
-
-@MODEL_WRAPPERS.register_module()
-class GradientAveragingWrapper(nn.Module):
-    """Data parallelism for a model that runs its own optimiser steps.
-
-    DDP averages gradients inside ``backward()``, which neither the hypergradient
-    (``torch.autograd.grad``, assigned to ``.grad`` by hand) nor the task adapter's
-    own steps go through. This wrapper instead registers a pre-step hook on every
-    optimiser of the ``OptimWrapperDict`` that all-reduces (averages) the gradients
-    of that optimiser's parameters right before it steps, so F, G and T see the
-    gradient of the global batch. Parameters and buffers are broadcast from rank 0
-    at construction. Use with ``model_wrapper_cfg=dict(type='GradientAveragingWrapper')``.
-
-    Every rank must take the same optimiser steps in the same order (true for
-    :class:`MetaFusionModel`, except when a meta step is skipped for a non-finite
-    hypergradient on some ranks only).
-    """
-
-    def __init__(self, module: nn.Module, broadcast_parameters: bool = True) -> None:
-        super().__init__()
-        self.module = module
-        self._hooked: set[int] = set()
-        if broadcast_parameters and _world_size() > 1:
-            import torch.distributed as dist
-
-            with torch.no_grad():
-                for tensor in list(module.parameters()) + list(module.buffers()):
-                    dist.broadcast(tensor.data, src=0)
-
-    def _install(self, optim_wrapper: OptimWrapperDict) -> None:
-        for _, wrapper in optim_wrapper.items():
-            optimizer = wrapper.optimizer
-            if id(optimizer) not in self._hooked:
-                optimizer.register_step_pre_hook(_average_gradients)
-                self._hooked.add(id(optimizer))
-
-    def train_step(self, data: Any, optim_wrapper: OptimWrapperDict) -> dict[str, float]:
-        if _world_size() > 1:
-            self._install(optim_wrapper)
-        return self.module.train_step(data, optim_wrapper)
-
-    def val_step(self, data: Any) -> list:
-        return self.module.val_step(data)
-
-    def test_step(self, data: Any) -> list:
-        return self.module.test_step(data)
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return self.module(*args, **kwargs)
-
-
-def _world_size() -> int:
-    import torch.distributed as dist
-
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def _average_gradients(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-    """Optimiser pre-step hook: average ``.grad`` of its parameters over all ranks."""
-    import torch.distributed as dist
-
-    world = _world_size()
-    if world == 1:
-        return
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    if not params:
-        return
-    device = params[0].device
-    present = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=device)
-    dist.all_reduce(present)
-    chosen = [p for p, n in zip(params, present.tolist(), strict=True) if n > 0]
-    if not chosen:
-        return
-    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in chosen])
-    dist.all_reduce(flat)
-    flat.div_(world)
-    offset = 0
-    for p in chosen:
-        count = p.numel()
-        p.grad = flat[offset : offset + count].view_as(p).clone()
-        offset += count
