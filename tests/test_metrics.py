@@ -43,7 +43,7 @@ REAL_PAIRS = [
 RTOL = 1e-4
 # Everything but parts of Qabf and Nabf runs in float64 and lands within ~1e-13 of
 # the reference. Qabf's smooth parts and Nabf's edge weights run in float32 (exact
-# comparisons, float64 sums; see metrics.functional._edge_maps): ~1e-8 here. 1e-6
+# comparisons, float64 sums; see metrics.gradient._edge_maps): ~1e-8 here. 1e-6
 # keeps them honest: a float32 ``1 - q`` in Nabf, say, shows up as ~3e-6 on the max rule.
 RTOL_OF = {"Qabf": 1e-6, "Nabf": 1e-6}
 
@@ -177,19 +177,20 @@ def test_batch_equals_one_at_a_time_and_is_symmetric_in_sources() -> None:
 def test_integer_moment_metrics_equal_the_two_pass_sums() -> None:
     """SD, SCD, PSNR and CC on integer levels come from exact integer moments; they equal
     the plain two-pass float64 sums over the pixels, NaN (a constant map) included."""
-    from learnable_fusion_loss.metrics import functional as M
+    from learnable_fusion_loss.metrics.levels import to_grey_levels as _levels_of
+    from learnable_fusion_loss.metrics.moments import _pearson, _psnr_levels, _scd_levels, _sd_levels
 
     a, b = _smooth_pair(batch=3)
     fused = torch.maximum(a, b)
     fused[1] = a[1]  # F == A: SCD's F − A is constant (NaN)
     fused[2] = 0.5  # a constant fused image: CC and SD degenerate
     got = fusion_metrics(fused, a, b, metrics=["SD", "SCD", "PSNR", "CC"])
-    lf, la, lb = (M._levels_of(x, "x", True) for x in (fused, a, b))
+    lf, la, lb = (_levels_of(x, "x", True) for x in (fused, a, b))
     expected = {
-        "SD": M._sd_levels(lf),
-        "SCD": M._scd_levels(lf, la, lb),
-        "PSNR": M._psnr_levels(lf, la, lb),
-        "CC": M._pearson(torch.cat([la, lb], dim=1), lf).mean(-1),
+        "SD": _sd_levels(lf),
+        "SCD": _scd_levels(lf, la, lb),
+        "PSNR": _psnr_levels(lf, la, lb),
+        "CC": _pearson(torch.cat([la, lb], dim=1), lf).mean(-1),
     }
     assert torch.isnan(got["SCD"][1]) and torch.isnan(got["CC"][2]) and got["SD"][2] == 0
     for name, value in expected.items():
@@ -314,7 +315,7 @@ def test_fusion_metric_reports_missing_fields() -> None:
 def test_ms_ssim_pooling_equals_avg_pool2d(shape) -> None:
     """MS-SSIM's 2×2 pooling: four strided adds on even sides, avg_pool2d with odd-side
     zero padding otherwise; bit-identical to pytorch_msssim's avg_pool2d either way."""
-    from learnable_fusion_loss.metrics.functional import _average_pool2
+    from learnable_fusion_loss.metrics.structural import _average_pool2
 
     x = torch.rand(*shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 255
     expected = torch.nn.functional.avg_pool2d(x, 2, padding=(shape[-2] % 2, shape[-1] % 2))

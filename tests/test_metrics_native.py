@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from learnable_fusion_loss.metrics import fusion_metrics, native
-from learnable_fusion_loss.metrics.functional import _gaussian_1d
+from learnable_fusion_loss.metrics.filters import _gaussian_1d
 
 
 def _levels(shape: tuple[int, ...], seed: int) -> torch.Tensor:
@@ -175,15 +175,15 @@ FORMULA_SHAPES = [(2, 2, 60, 57), (1, 1, 41, 44), (3, 2, 45, 50), (1, 2, 43, 47)
 
 @pytest.mark.parametrize("shape", FORMULA_SHAPES)
 def test_vif_and_ssim_formulas_in_the_kernel_equal_the_torch_path(compiled_filters: None, shape: tuple[int, ...]) -> None:
-    from learnable_fusion_loss.metrics import functional
+    from learnable_fusion_loss.metrics import information, structural
 
     refs = _structured(shape, seed=shape[-1])
     dist = _structured((shape[0], 1, *shape[2:]), seed=shape[-1] + 1)
     dist[..., 2:14, 3:20] = 77.0  # both windows flat: g masked
     kernel = {
-        "VIF": lambda: functional._vif_levels(refs, dist),
-        "SSIM": lambda: functional._ssim_levels(refs, dist, integer_levels=True),
-        "MS_SSIM": lambda: functional._ms_ssim_levels(refs, dist) if min(shape[-2:]) >= 161 else None,
+        "VIF": lambda: information._vif_levels(refs, dist),
+        "SSIM": lambda: structural._ssim_levels(refs, dist, integer_levels=True),
+        "MS_SSIM": lambda: structural._ms_ssim_levels(refs, dist) if min(shape[-2:]) >= 161 else None,
         "SSIM_7x7_means": lambda: native.ssim_means(refs, dist, torch.full((7,), 1 / 7, dtype=torch.float64),
                                                     6.5025, 58.5225, 49 / 48)[1],
     }
@@ -197,13 +197,13 @@ def test_vif_and_ssim_formulas_in_the_kernel_equal_the_torch_path(compiled_filte
 
 
 def test_ms_ssim_levels_in_the_kernel_equal_the_torch_path(compiled_filters: None) -> None:
-    from learnable_fusion_loss.metrics import functional
+    from learnable_fusion_loss.metrics import structural
 
     refs = _structured((2, 2, 170, 187), seed=11)  # odd sides at every pooled level
     dist = _structured((2, 1, 170, 187), seed=12)
-    got = functional._ms_ssim_levels(refs, dist)
+    got = structural._ms_ssim_levels(refs, dist)
     with native.disabled():
-        torch.testing.assert_close(got, functional._ms_ssim_levels(refs, dist), rtol=1e-13, atol=0)
+        torch.testing.assert_close(got, structural._ms_ssim_levels(refs, dist), rtol=1e-13, atol=0)
 
 
 def test_reduced_sums_do_not_depend_on_the_thread_split(compiled_filters: None) -> None:

@@ -29,6 +29,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
+from .._image import LUMA_WEIGHTS
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageReadError",
@@ -57,9 +59,6 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (
     ".ppm",
     ".pnm",
 )
-
-# BT.601 luma weights, identical to OpenCV's RGB->YCrCb and kornia's rgb_to_ycbcr.
-_LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
 
 class ImageReadError(ValueError):
@@ -202,7 +201,7 @@ def load_image(path: str | os.PathLike[str], channels: int | None = None) -> Ten
         if np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2]):
             arr = arr[..., :1]
         elif channels == 1:
-            w = np.asarray(_LUMA_WEIGHTS, dtype=np.float32)
+            w = np.asarray(LUMA_WEIGHTS, dtype=np.float32)
             arr = np.clip((arr * w).sum(axis=-1, keepdims=True), 0.0, 1.0)
     if arr.shape[-1] == 1 and channels == 3:
         arr = np.repeat(arr, 3, axis=-1)

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_image, check_same_shape
+from .._image import sobel_kernels
 
 IntensityForm = Literal["paper", "official"]
 GradientForm = Literal["magnitude", "axis"]
@@ -79,12 +80,19 @@ def sobel(image: Tensor, padding: Padding = "zeros") -> Tensor:
         padding: ``"zeros"`` (the public code's ``conv2d(padding=1)``) or ``"replicate"``.
 
     Returns:
-        ``[B, C, 2, H, W]``: ``d/dx`` (kernel ``[[-1,0,1],[-2,0,2],[-1,0,1]]``) then ``d/dy``.
+        ``[B, C, 2, H, W]``: ``d/dx`` (kernel ``[[-1,0,1],[-2,0,2],[-1,0,1]]``, i.e.
+        ``_image.SOBEL_X``, shared with the metrics) then ``d/dy`` (its transpose).
+
+    >>> ramp = torch.arange(4.0).expand(1, 1, 4, 4)  # rising to the right
+    >>> sobel(ramp, "replicate")[0, 0, :, 1]  # row 1: d/dx then d/dy
+    tensor([[4., 8., 8., 4.],
+            [0., 0., 0., 0.]])
     """
     check_padding(padding)
     # kornia's spatial_gradient always pads by replication; filter2d with the same
-    # Sobel kernels lets us choose the border and stays a plain conv2d (double-backward safe).
-    kernels = kornia.filters.get_spatial_gradient_kernel2d("sobel", 1).to(image)  # [2, 3, 3]
+    # Sobel kernels (the shared definition, also the metrics') lets us choose the
+    # border and stays a plain conv2d (double-backward safe).
+    kernels = sobel_kernels(image)  # [2, 3, 3]
     gx = kornia.filters.filter2d(image, kernels[0:1], border_type=_BORDER[padding])
     gy = kornia.filters.filter2d(image, kernels[1:2], border_type=_BORDER[padding])
     return torch.stack((gx, gy), dim=2)

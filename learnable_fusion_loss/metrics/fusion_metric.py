@@ -11,7 +11,7 @@ from mmengine.evaluator import BaseMetric
 from torch import Tensor
 
 from ..registry import METRICS
-from .functional import ALL_METRICS, Convention, fusion_metrics
+from .table import ALL_METRICS, Convention, fusion_metrics
 
 #: Source-key pairs tried, in order, when ``source_keys`` is not given.
 DEFAULT_SOURCE_KEYS: tuple[tuple[str, str], ...] = (("a", "b"), ("ir", "vi"), ("img_a", "img_b"))

@@ -8,7 +8,7 @@ split over ``torch.get_num_threads()`` threads.
 
 Why hand-written C: PyTorch has no fast float64 convolution on CPU (oneDNN has
 no double), scipy.ndimage is single-threaded and slower than the banded-GEMM
-path in :mod:`.functional`, and that path is bound by memory traffic because it
+path in :mod:`.filters`, and that path is bound by memory traffic because it
 materialises every product map, both filter passes and every step of the
 formula. The kernels form the products on the fly, keep the vertical sums in
 cache and, for :func:`vif_log_sums` and :func:`ssim_means`, evaluate the formula
@@ -255,7 +255,7 @@ def local_moments(x: Tensor, y: Tensor, kernel_1d: Tensor, means: bool = True
                   ) -> tuple[Tensor | None, Tensor | None, Tensor, Tensor, Tensor]:
     """Separable-window ``μx, μy, σx², σy², σxy`` ('valid') of ``x`` [B, S, H, W] against
     ``y`` [B, 1, H, W], each as E[·] − products of means, like
-    :func:`.functional._local_moments` but not transposed. ``means=False`` returns
+    :func:`.filters._local_moments` but not transposed. ``means=False`` returns
     ``None`` for ``μx, μy`` (not written). Check :func:`available` first."""
     out_h, out_w = _check_pair(x, y, kernel_1d.numel())
     batch, channels = x.shape[:2]
@@ -272,7 +272,7 @@ def vif_log_sums(reference: Tensor, distorted: Tensor, kernel_1d: Tensor, sigma_
                  ) -> tuple[Tensor, Tensor]:
     """One VIF scale without moment maps: ``Σ log10(1 + g²σ1²/(sv² + σn²))`` and
     ``Σ log10(1 + σ1²/σn²)`` over the 'valid' map, each [B, S], with the masks of
-    :func:`.functional._vif_levels` (reference [B, S, H, W], distorted [B, 1, H, W])."""
+    :func:`.information._vif_levels` (reference [B, S, H, W], distorted [B, 1, H, W])."""
     _check_pair(reference, distorted, kernel_1d.numel())
     sums = _moments_kernel(reference, distorted, kernel_1d, _VIF_LOG_SUMS, (sigma_nsq, eps))
     return sums[..., 0], sums[..., 1]
