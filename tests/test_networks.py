@@ -13,7 +13,7 @@ from torch.func import functional_call
 from _reference_nets import ReferenceLPN, ReferenceReFusion, randomize_
 from learnable_fusion_loss.generators.tdfusion_lpn import TDFusionLPN
 from learnable_fusion_loss.models import ReFusionNet, load_official_state_dict
-from learnable_fusion_loss.models.layers import (
+from learnable_fusion_loss.nn import (
     RestormerBlock,
     conv3x3,
     merge_block_pair,
@@ -220,7 +220,7 @@ def test_banded_block_forward_mode_equals_unbanded(bias):
 
 def _with_and_without_onednn(monkeypatch, fn):
     """``fn(expect_onednn)`` with the 1×1 convolutions on oneDNN, then on ``F.linear``/``addmm``."""
-    from learnable_fusion_loss.models import layers
+    from learnable_fusion_loss.nn import ops as layers  # where _ONEDNN_LINEAR is read
 
     if not layers._ONEDNN_LINEAR:
         pytest.skip("this torch build has no oneDNN linear (torch.ops.mkldnn._linear_pointwise)")
@@ -237,7 +237,7 @@ def test_onednn_linear_equals_native_to_second_order(monkeypatch):
     native path."""
     from torch.autograd import forward_ad
 
-    from learnable_fusion_loss.models.layers import linear
+    from learnable_fusion_loss.nn import linear
 
     generator = torch.Generator().manual_seed(0)
     x, residual = torch.randn(2, 5, 7, 8, generator=generator), torch.randn(2, 5, 7, 12, generator=generator)
@@ -279,6 +279,20 @@ def test_onednn_path_keeps_the_meta_hypergradient(monkeypatch):
         scale = native[mode].abs().max()
         assert scale > 0
         assert (onednn[mode] - native[mode]).abs().max() <= 1e-4 * scale, mode
+
+
+def test_models_layers_shim_reexports_nn():
+    """``models.layers`` (the old home of the blocks) still gives the very same objects."""
+    from learnable_fusion_loss import nn as lfl_nn
+    from learnable_fusion_loss.models import layers
+    from learnable_fusion_loss.nn.restormer import jvp, streamed
+
+    for name in lfl_nn.__all__:
+        assert getattr(layers, name) is getattr(lfl_nn, name), name
+    assert set(layers.__all__) <= set(lfl_nn.__all__)
+    assert layers._restormer_block_banded is streamed.restormer_block_banded
+    assert layers._restormer_block_banded_jvp is jvp.restormer_block_banded_jvp
+    assert layers._flat is not None and isinstance(layers._ONEDNN_LINEAR, bool)
 
 
 def test_registry_and_parameter_counts():

@@ -8,14 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..models.layers import (
-    RestormerBlock,
-    conv3x3,
-    merge_block_pair,
-    nchw_view,
-    restormer_block_nhwc,
-)
 from ..models.refusion import check_source_pair, dual_stem
+from ..nn import RestormerBlock, conv3x3, merge_block_pair, nchw_view, restormer_block_nhwc
 from ..registry import MODELS
 
 __all__ = ["TDFusionLPN"]
@@ -39,7 +33,7 @@ class TDFusionLPN(nn.Module):
     ``out2.weight`` (``[1]``) is unchanged (see
     :func:`learnable_fusion_loss.models.convert_official_state_dict` with
     ``kind="lpn"``). The two encoder branches run as one block-diagonal block on
-    channels-last activations (see :mod:`learnable_fusion_loss.models.layers`).
+    channels-last activations (see :mod:`learnable_fusion_loss.nn.restormer`).
     Twice differentiable, float32/float64.
 
     Args:

@@ -1,4 +1,4 @@
-"""Fusion networks F (and the fast Restormer blocks they share with the LPN)."""
+"""Fusion networks F (built from the Restormer blocks of :mod:`learnable_fusion_loss.nn`)."""
 
 from .convert import (
     convert_official_state_dict,

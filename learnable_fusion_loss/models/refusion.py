@@ -8,19 +8,19 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .._checks import check_image, check_same_shape
-from ..registry import MODELS
-from .layers import (
+from ..nn import (
     AttentionWeights,
     BlockWeights,
     FeedForwardWeights,
     RestormerBlock,
-    _flat,
     conv3x3,
     merge_block_pair,
     nchw_view,
     nhwc,
     restormer_block_nhwc,
 )
+from ..nn.restormer.block import _flat
+from ..registry import MODELS
 
 __all__ = ["AttentionFusionModule", "ReFusionNet", "check_source_pair", "dual_stem"]
 
@@ -178,8 +178,8 @@ class ReFusionNet(nn.Module):
 
     Speed: activations stay channels-last ``[B, H, W, C]``; the two encoder
     branches run as one block-diagonal block, the fusion module as one
-    attention + feed-forward block (see :mod:`.layers`). Twice differentiable,
-    float32/float64, CPU/CUDA.
+    attention + feed-forward block (see :mod:`learnable_fusion_loss.nn.restormer`).
+    Twice differentiable, float32/float64, CPU/CUDA.
 
     Args:
         dim: feature width of each encoder branch.
