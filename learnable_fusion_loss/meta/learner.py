@@ -21,7 +21,7 @@ forward-mode JVP of F and a double backward through the fusion loss and G only
 
 Fusion step (eqs. 8–9): F takes one step on ``L_f`` with G frozen (weights
 computed without a graph), optionally plus ``λ · L_t`` (ablation III); then T
-takes one step on ``L_t`` of the detached fused images.
+takes one step on ``L_t`` of the detached fused images (:mod:`.fusion_phase`).
 
 Every phase is guarded (:class:`~learnable_fusion_loss.meta.NonFiniteGuard`): a
 non-finite loss, gradient, hypergradient or fused image given to T is never
@@ -33,48 +33,29 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 from torch.autograd import forward_ad
 
-from ..losses.learnable import LearnableLoss, LossOutput
-from ..generators.simple import ConstantWeights
 from .._checks import NonFiniteValueError
+from ..losses.learnable import LearnableLoss, LossOutput
 from ..tasks.base import TaskAdapter, as_task, buffers_kept_unless
 from .batch import FusionBatch
+from .fusion_phase import FusionPhase
 from .guard import NonFiniteGuard, all_finite
+from .hypergradient import Hypergradient, weight_means, zeros_where_none
 from .inner import Backend, InnerOptimizer, InnerStep, bind_weights
-from .warmup import TASK_WARMUP_SOURCES, TaskWarmupSource, guarded_task_step, task_warmup_step
+from .warmup import TASK_WARMUP_SOURCES, TaskWarmupSource, task_warmup_step
 
 OuterStep = Literal["adam", "max_norm"]
 HypergradientMode = Literal["unrolled", "forward"]
 
 
-@dataclass
-class Hypergradient:
-    """The result of one inner → T' → outer pass (nothing applied yet)."""
-
-    grads: list[Tensor]
-    loss_task: Tensor
-    inner: LossOutput
-
-    @property
-    def norm(self) -> float:
-        if not self.grads:
-            return 0.0
-        return float(torch.linalg.vector_norm(torch.stack([g.norm() for g in self.grads])))
-
-    @property
-    def finite(self) -> bool:
-        return all_finite(self.grads)
-
-
-class MetaLossLearner:
+class MetaLossLearner(FusionPhase):
     """Meta-learns a :class:`LearnableLoss` for a fusion net F and a task T.
 
     Args:
@@ -263,7 +244,7 @@ class MetaLossLearner:
     def _generator_grads(self, output: Tensor) -> list[Tensor]:
         if not self.generator_params:
             return []
-        return _zeros_where_none(
+        return zeros_where_none(
             torch.autograd.grad(output, self.generator_params, allow_unused=True), self.generator_params)
 
     def _hypergradient_direct(self, meta_train: FusionBatch, meta_test: FusionBatch) -> Hypergradient:
@@ -293,17 +274,17 @@ class MetaLossLearner:
             grads = torch.autograd.grad(inner_value, list(named.values()), allow_unused=True)
             del fused, inner_value
             # 2. θ' = U(θ, g), kept differentiable in g only (elementwise, cheap).
-            g_leaves = [g.detach().requires_grad_() for g in _zeros_where_none(grads, named.values())]
+            g_leaves = [g.detach().requires_grad_() for g in zeros_where_none(grads, named.values())]
             del grads
             updated = self.inner.update(named, g_leaves, self.current_inner_lr(), self.fusion_optimizer)
             # 3. v = ∂L_t/∂θ' through F_θ' and T'.
             fast = {n: t.detach().requires_grad_() for n, t in updated.items()}
             loss_task = self.task.loss(bind(fast)(*meta_test.task_sources), meta_test.target)
-            v = _zeros_where_none(torch.autograd.grad(loss_task, list(fast.values()), allow_unused=True),
+            v = zeros_where_none(torch.autograd.grad(loss_task, list(fast.values()), allow_unused=True),
                                   fast.values())
             del fast
             # 4. w = (∂U/∂g)ᵀ v.
-            w = _zeros_where_none(
+            w = zeros_where_none(
                 torch.autograd.grad(list(updated.values()), g_leaves, grad_outputs=v, allow_unused=True),
                 g_leaves)
             del updated, g_leaves, v
@@ -349,7 +330,7 @@ class MetaLossLearner:
             "loss_fusion_meta": float(hyper.inner.loss.detach()),
             "hypergrad_norm": hyper.norm,
             "inner_lr": self.current_inner_lr(),
-            **_weight_means(hyper.inner.params),
+            **weight_means(hyper.inner.params),
         }
         finite = hyper.finite and math.isfinite(stats["loss_task_meta"])
         stats.update(self.guard.record("meta", finite, "hypergradient or meta-test task loss"))
@@ -364,7 +345,7 @@ class MetaLossLearner:
         self.fusion_net.train()
         output = self.loss(self.fusion_net(batch.a, batch.b), batch.a, batch.b, detach_params=True)
         grads = torch.autograd.grad(output.loss, self.fusion_params, allow_unused=True)
-        return [g.detach() for g in _zeros_where_none(grads, self.fusion_params)]
+        return [g.detach() for g in zeros_where_none(grads, self.fusion_params)]
 
     def _keep_look_ahead(self, batch: FusionBatch, grads: list[Tensor] | None) -> dict[str, float]:
         """θ ← θ' (the inner step's rule), then T's step on the updated F's task view."""
@@ -389,14 +370,6 @@ class MetaLossLearner:
         stats.update(self._task_step(batch))
         return stats
 
-    def _task_step(self, batch: FusionBatch) -> dict[str, float]:
-        """T's ordinary step on F's current (detached) output for the task view."""
-        with buffers_kept_unless(self.fusion_net) as applied, torch.no_grad():
-            fused_task = self.fusion_net(*batch.task_sources)
-            applied[0] = all_finite([fused_task])  # else no statistics of a NaN pass are kept
-        task_stats = guarded_task_step(self.task, fused_task, batch.target, self.guard)
-        return {k if k.startswith(("loss", "skipped_")) else f"task_{k}": v for k, v in task_stats.items()}
-
     def _apply_outer(self, grads: list[Tensor]) -> None:
         if not grads:
             return
@@ -413,106 +386,6 @@ class MetaLossLearner:
             with torch.no_grad():
                 for param, grad in zip(self.generator_params, grads, strict=True):
                     param.add_(grad, alpha=-self.current_outer_lr() / scale)
-
-    # ------------------------------------------------------------ fusion step
-    def fusion_step(
-        self, batch: FusionBatch, loss_params: Tensor | None = None, train_task: bool = True
-    ) -> dict[str, float]:
-        """F on ``L_f`` (G frozen) [+ λ L_t], then T on detached fused images.
-
-        Args:
-            batch: the training batch.
-            loss_params: fixed loss parameters instead of G's (G is then not run);
-                :meth:`fusion_warmup_step` passes uniform weights.
-            train_task: also take T's step on the fused task view (Algorithm 1).
-
-        A non-finite fusion loss or gradient is not applied (``skipped_fusion``).
-        """
-        stats = self._fusion_update(batch, loss_params, "fusion")
-        if train_task:
-            stats.update(self._task_step(batch))
-        return stats
-
-    def _fusion_update(self, batch: FusionBatch, loss_params: Tensor | None, phase: str) -> dict[str, float]:
-        """F's step on ``L_f`` [+ λ L_t] (none for an F without parameters), guarded."""
-        self.fusion_net.train()
-        if not self.fusion_params:  # nothing to step (ablation V with G's weights): T only
-            with torch.no_grad():
-                output = self.loss(self.fusion_net(batch.a, batch.b), batch.a, batch.b, params=loss_params)
-            stats = {f"{k}": float(v) for k, v in output.terms.items()}
-            stats["loss_fusion"] = stats.pop("loss")
-            stats.update(_weight_means(output.params))
-            return stats
-        # A skipped step leaves F's BatchNorm statistics as they were, too.
-        with buffers_kept_unless(self.fusion_net) as applied:
-            stats = self._guarded_fusion_step(batch, loss_params, phase)
-            applied[0] = not stats[f"skipped_{phase}"]
-        return stats
-
-    def _guarded_fusion_step(self, batch: FusionBatch, loss_params: Tensor | None, phase: str) -> dict[str, float]:
-        assert self.fusion_optimizer is not None
-        self.fusion_optimizer.zero_grad(set_to_none=True)
-        stats: dict[str, float] = {}
-        what = "fusion loss or gradient"
-        try:
-            fused = self.fusion_net(batch.a, batch.b)
-            output = self.loss(fused, batch.a, batch.b, params=loss_params, detach_params=True)
-            total = output.loss
-            stats.update({f"{k}": float(v.detach()) for k, v in output.terms.items()})
-            stats["loss_fusion"] = stats.pop("loss")
-            stats.update(_weight_means(output.params))
-            if self.fusion_task_weight > 0:
-                loss_task_f = self.task.loss(self.fusion_net(*batch.task_sources), batch.target)
-                total = total + self.fusion_task_weight * loss_task_f
-                stats["loss_task_on_f"] = float(loss_task_f.detach())
-            finite = bool(torch.isfinite(total.detach()))
-            if finite:
-                total.backward()
-                finite = all_finite(p.grad for p in self.fusion_params)
-        except NonFiniteValueError as err:  # F's output, checked by the loss (or T, λ > 0)
-            finite, what = False, f"input ({err})"
-        if finite:
-            self.fusion_optimizer.step()
-        self.fusion_optimizer.zero_grad(set_to_none=True)
-        for param in self.generator_params:  # a task term must never leave grads on G
-            param.grad = None
-        stats.update(self.guard.record(phase, finite, what))
-        return stats
-
-    # ------------------------------------------------------------ warm-ups
-    def fusion_warmup_step(self, batch: FusionBatch) -> dict[str, float]:
-        """F alone on the loss with fixed uniform weights (½–½ for two sources).
-
-        Neither G nor T changes: this only moves F towards a sensible fused image
-        before the first meta phase, so that the inner step starts from an F whose
-        output the task can use (an untrained F's output is noise to T).
-        """
-        if not self.fusion_params:
-            raise ValueError("a fusion warm-up needs an F with trainable parameters: set fusion_warmup_steps=0")
-        uniform = ConstantWeights((1.0, 1.0))(batch.a, batch.b)
-        return self._fusion_update(batch, uniform, "fusion_warmup")
-
-    def task_warmup_step(self, batch: FusionBatch, source: TaskWarmupSource = "both") -> dict[str, float]:
-        """T alone, one ordinary step per input of ``source`` (F and G untouched).
-
-        ``source``: ``"a"`` / ``"b"`` (the task view of one source), ``"both"`` (one
-        step on each), ``"mean"`` / ``"max"`` (a fixed rule's fused image) or
-        ``"fused"`` (F's current output, e.g. after a fusion warm-up).
-        """
-        return task_warmup_step(self.task, self.fusion_net, batch, source, self.guard)
-
-
-def _zeros_where_none(grads: Sequence[Tensor | None], like: Iterable[Tensor]) -> list[Tensor]:
-    """``autograd.grad(..., allow_unused=True)``'s result with zeros for unused inputs."""
-    return [torch.zeros_like(t) if g is None else g for t, g in zip(like, grads, strict=True)]
-
-
-def _weight_means(params: Tensor | None) -> dict[str, float]:
-    """Mean generated weight per source, e.g. ``{"weight_0": 0.43, "weight_1": 0.57}``."""
-    if params is None or params.ndim != 4:
-        return {}
-    means = params.detach().mean(dim=(0, 2, 3))
-    return {f"weight_{i}": float(m) for i, m in enumerate(means)}
 
 
 __all__ = [

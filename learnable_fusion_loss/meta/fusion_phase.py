@@ -1,0 +1,132 @@
+"""The fusion phase and the warm-ups of :class:`~learnable_fusion_loss.meta.MetaLossLearner`.
+
+Fusion step (eqs. 8–9): F takes one step on ``L_f`` with G frozen (weights
+computed without a graph), optionally plus ``λ · L_t`` (ablation III); then T
+takes one step on ``L_t`` of the detached fused images. Every step is guarded: a
+non-finite one is not applied (:class:`~learnable_fusion_loss.meta.NonFiniteGuard`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .._checks import NonFiniteValueError
+from ..generators.simple import ConstantWeights
+from ..losses.learnable import LearnableLoss
+from ..tasks.base import buffers_kept_unless
+from .batch import FusionBatch
+from .guard import NonFiniteGuard, all_finite
+from .hypergradient import weight_means
+from .warmup import TaskWarmupSource, guarded_task_step, task_warmup_step
+
+__all__ = ["FusionPhase"]
+
+
+class FusionPhase:
+    """F's and T's ordinary steps; mixed into the learner, which sets these attributes."""
+
+    fusion_net: nn.Module
+    loss: LearnableLoss
+    task: Any
+    guard: NonFiniteGuard
+    fusion_params: list[nn.Parameter]
+    generator_params: list[nn.Parameter]
+    fusion_optimizer: torch.optim.Optimizer | None
+    fusion_task_weight: float
+
+    def _task_step(self, batch: FusionBatch) -> dict[str, float]:
+        """T's ordinary step on F's current (detached) output for the task view."""
+        with buffers_kept_unless(self.fusion_net) as applied, torch.no_grad():
+            fused_task = self.fusion_net(*batch.task_sources)
+            applied[0] = all_finite([fused_task])  # else no statistics of a NaN pass are kept
+        task_stats = guarded_task_step(self.task, fused_task, batch.target, self.guard)
+        return {k if k.startswith(("loss", "skipped_")) else f"task_{k}": v for k, v in task_stats.items()}
+
+    def fusion_step(
+        self, batch: FusionBatch, loss_params: Tensor | None = None, train_task: bool = True
+    ) -> dict[str, float]:
+        """F on ``L_f`` (G frozen) [+ λ L_t], then T on detached fused images.
+
+        Args:
+            batch: the training batch.
+            loss_params: fixed loss parameters instead of G's (G is then not run);
+                :meth:`fusion_warmup_step` passes uniform weights.
+            train_task: also take T's step on the fused task view (Algorithm 1).
+
+        A non-finite fusion loss or gradient is not applied (``skipped_fusion``).
+        """
+        stats = self._fusion_update(batch, loss_params, "fusion")
+        if train_task:
+            stats.update(self._task_step(batch))
+        return stats
+
+    def _fusion_update(self, batch: FusionBatch, loss_params: Tensor | None, phase: str) -> dict[str, float]:
+        """F's step on ``L_f`` [+ λ L_t] (none for an F without parameters), guarded."""
+        self.fusion_net.train()
+        if not self.fusion_params:  # nothing to step (ablation V with G's weights): T only
+            with torch.no_grad():
+                output = self.loss(self.fusion_net(batch.a, batch.b), batch.a, batch.b, params=loss_params)
+            stats = {f"{k}": float(v) for k, v in output.terms.items()}
+            stats["loss_fusion"] = stats.pop("loss")
+            stats.update(weight_means(output.params))
+            return stats
+        # A skipped step leaves F's BatchNorm statistics as they were, too.
+        with buffers_kept_unless(self.fusion_net) as applied:
+            stats = self._guarded_fusion_step(batch, loss_params, phase)
+            applied[0] = not stats[f"skipped_{phase}"]
+        return stats
+
+    def _guarded_fusion_step(self, batch: FusionBatch, loss_params: Tensor | None, phase: str) -> dict[str, float]:
+        assert self.fusion_optimizer is not None
+        self.fusion_optimizer.zero_grad(set_to_none=True)
+        stats: dict[str, float] = {}
+        what = "fusion loss or gradient"
+        try:
+            fused = self.fusion_net(batch.a, batch.b)
+            output = self.loss(fused, batch.a, batch.b, params=loss_params, detach_params=True)
+            total = output.loss
+            stats.update({f"{k}": float(v.detach()) for k, v in output.terms.items()})
+            stats["loss_fusion"] = stats.pop("loss")
+            stats.update(weight_means(output.params))
+            if self.fusion_task_weight > 0:
+                loss_task_f = self.task.loss(self.fusion_net(*batch.task_sources), batch.target)
+                total = total + self.fusion_task_weight * loss_task_f
+                stats["loss_task_on_f"] = float(loss_task_f.detach())
+            finite = bool(torch.isfinite(total.detach()))
+            if finite:
+                total.backward()
+                finite = all_finite(p.grad for p in self.fusion_params)
+        except NonFiniteValueError as err:  # F's output, checked by the loss (or T, λ > 0)
+            finite, what = False, f"input ({err})"
+        if finite:
+            self.fusion_optimizer.step()
+        self.fusion_optimizer.zero_grad(set_to_none=True)
+        for param in self.generator_params:  # a task term must never leave grads on G
+            param.grad = None
+        stats.update(self.guard.record(phase, finite, what))
+        return stats
+
+    # ------------------------------------------------------------ warm-ups
+    def fusion_warmup_step(self, batch: FusionBatch) -> dict[str, float]:
+        """F alone on the loss with fixed uniform weights (½–½ for two sources).
+
+        Neither G nor T changes: this only moves F towards a sensible fused image
+        before the first meta phase, so that the inner step starts from an F whose
+        output the task can use (an untrained F's output is noise to T).
+        """
+        if not self.fusion_params:
+            raise ValueError("a fusion warm-up needs an F with trainable parameters: set fusion_warmup_steps=0")
+        uniform = ConstantWeights((1.0, 1.0))(batch.a, batch.b)
+        return self._fusion_update(batch, uniform, "fusion_warmup")
+
+    def task_warmup_step(self, batch: FusionBatch, source: TaskWarmupSource = "both") -> dict[str, float]:
+        """T alone, one ordinary step per input of ``source`` (F and G untouched).
+
+        ``source``: ``"a"`` / ``"b"`` (the task view of one source), ``"both"`` (one
+        step on each), ``"mean"`` / ``"max"`` (a fixed rule's fused image) or
+        ``"fused"`` (F's current output, e.g. after a fusion warm-up).
+        """
+        return task_warmup_step(self.task, self.fusion_net, batch, source, self.guard)
