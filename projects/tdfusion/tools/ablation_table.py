@@ -120,7 +120,7 @@ def build_markdown(stats: Mapping[str, Mapping], seeds: Sequence[int], floor: Ma
                    setup: Mapping, timings: Mapping[str, float], paper: Mapping[str, Mapping]) -> str:
     many = len(seeds) > 1
     lines = ["# TDFusion ablations (paper Table 3) at CPU scale", "",
-             f"Made by `{setup['command']}` (commit {setup['commit']}). Every row: the CPU recipe "
+             f"Made by `{setup['command']}` ({setup['commit']}). Every row: the CPU recipe "
              "(`configs/*_msrsdet_cpu.py`) with one change, trained on the 120 `msrs_det` train pairs, "
              f"seeds {list(seeds)}; fusion metrics on the 60 test pairs at 480×640 (8-bit, `mean` "
              "convention), as in the paper's Table 3 (fusion metrics only).", ""]
