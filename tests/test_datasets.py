@@ -1,4 +1,7 @@
-"""Paired datasets, transforms, collate, meta split: real data in ../shared/data and fixtures."""
+"""Paired datasets, transforms, collate: real data in ../shared/data and fixtures.
+
+The meta-train / meta-test split is the epoch plan's (tests/test_engine.py).
+"""
 
 from __future__ import annotations
 
@@ -18,7 +21,6 @@ from learnable_fusion_loss.datasets import (
     LabelError,
     LLVIPDataset,
     M3FDDataset,
-    MetaSplitSampler,
     MSRSSegDataset,
     PairedCenterCrop,
     PairedImageDataset,
@@ -32,7 +34,6 @@ from learnable_fusion_loss.datasets import (
     boxes_to_mask,
     collate_paired,
     crop_boxes,
-    meta_split_indices,
     resize_boxes,
     rgb_to_ycrcb,
     tdfusion_train_pipeline,
@@ -579,20 +580,3 @@ def test_empty_label_file_is_valid_and_missing_label_is_not(tmp_path: Path) -> N
     (root / "train" / "labels" / "one.txt").unlink()
     with pytest.raises(PairingError, match=r"no label file .*one\.txt"):
         YoloPairedDetDataset(root, "train")
-
-
-# ----------------------------------------------------------------------------- meta split
-
-
-def test_meta_split_disjoint_deterministic() -> None:
-    train, test = meta_split_indices(120, 40, epoch=3, seed=7)
-    assert len(train) == len(test) == 40 and not set(train) & set(test)
-    assert (train, test) == meta_split_indices(120, 40, epoch=3, seed=7)
-    assert meta_split_indices(120, 40, epoch=4, seed=7) != (train, test)
-    with pytest.raises(ValueError, match="2\\*m"):
-        meta_split_indices(10, 6)
-    a, b = MetaSplitSampler(50, 20, "train", seed=1), MetaSplitSampler(50, 20, "test", seed=1)
-    for epoch in (0, 1):
-        a.set_epoch(epoch)
-        b.set_epoch(epoch)
-        assert len(list(a)) == len(a) == 20 and not set(a) & set(b)

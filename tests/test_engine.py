@@ -173,6 +173,30 @@ def test_epoch_plan_meta_subsets_are_disjoint_and_fusion_covers_the_set():
     assert [p.batches for p in plan.plan(1)] != [p.batches for p in its]
 
 
+def _meta_split(plan: EpochPlan, epoch: int) -> tuple[list[int], list[int]]:
+    """The sample indices of ``epoch``'s meta-train and meta-test subsets."""
+    its = plan.plan(epoch)[: plan.meta_steps]
+    return ([i for p in its for i, _ in p.batches[0]], [i for p in its for i, _ in p.batches[1]])
+
+
+def test_epoch_plan_meta_split_is_disjoint_deterministic_and_never_overlaps():
+    # (these checks were on datasets.sampling.meta_split_indices, removed: the plan is the split)
+    plan = make_plan(n=120, batch_size=4, meta_steps=10, fusion_steps=0)
+    train, test = _meta_split(plan, 3)
+    assert len(train) == len(test) == 40 and not set(train) & set(test)
+    assert (train, test) == _meta_split(make_plan(n=120, batch_size=4, meta_steps=10, fusion_steps=0), 3)
+    assert _meta_split(plan, 4) != (train, test)
+    for epoch in (0, 1):
+        train, test = _meta_split(plan, epoch)
+        assert len(train) == len(test) == 40 and not set(train) & set(test)
+    # more than two disjoint subsets can hold (2 * 6 > 10): M is clipped, the sides stay disjoint
+    small = make_plan(n=10, batch_size=1, meta_steps=6, fusion_steps=0)
+    assert small.meta_steps == 5
+    for epoch in (0, 1):
+        train, test = _meta_split(small, epoch)
+        assert len(train) == len(test) == 5 and not set(train) & set(test)
+
+
 def test_epoch_plan_clips_meta_steps_and_cycles_fusion_steps():
     plan = make_plan(n=10, meta_steps=50, fusion_steps=12)
     assert plan.meta_steps == 2  # 10 samples / batch 2 = 5 batches -> 2 disjoint pairs

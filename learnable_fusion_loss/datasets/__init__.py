@@ -8,7 +8,9 @@
 * :mod:`.transforms`: ``TaskView``, ``PairedRandomCrop``, ``RandomModalitySwap``,
   ``BoxesToWeakMask``, ...
 * :mod:`.collate`: :func:`collate_paired` (ultralytics detection targets, modality swap).
-* :mod:`.sampling`: disjoint meta-train / meta-test splits.
+
+The disjoint meta-train / meta-test split of each epoch is drawn by the training
+loop's epoch plan (:class:`learnable_fusion_loss.engine.EpochPlan`), not here.
 
 Datasets register in ``learnable_fusion_loss.registry.DATASETS`` and transforms in
 ``TRANSFORMS`` (scope ``lfl``).
@@ -43,7 +45,6 @@ from .labels import (
     read_yolo_boxes,
 )
 from .paired import PairedFusionDataset, PairedImageDataset, PairEntry, PairingError, build_pipeline
-from .sampling import MetaSplitSampler, meta_split_indices
 from .segmentation import FMB_CLASSES, MSRS_CLASSES, FMBSegDataset, MSRSSegDataset, PairedSegDataset
 from .transforms import (
     TASK_VIEW_SIZES,
@@ -110,9 +111,7 @@ __all__ = [
     "crop_boxes",
     "resize_boxes",
     "tdfusion_train_pipeline",
-    # batching / sampling
+    # batching
     "collate_paired",
     "SwapCollate",
-    "meta_split_indices",
-    "MetaSplitSampler",
 ]
