@@ -3,7 +3,16 @@
 Configs build everything through these (``type='ReFusionNet'`` etc.). Each child
 lists the modules that register into it, so ``build`` can find a class without the
 caller importing it first (MMEngine's ``locations`` mechanism).
+
+:func:`build_module` is the one "a module, or a ``MODELS`` config dict of one" helper
+that the engine's model, the learnable loss, the zoo and the inference API build
+their parts with.
 """
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
@@ -42,4 +51,25 @@ METRICS = Registry(
 LOOPS = Registry("loop", parent=MMENGINE_LOOPS, scope=SCOPE, locations=["learnable_fusion_loss.engine"])
 HOOKS = Registry("hook", parent=MMENGINE_HOOKS, scope=SCOPE, locations=["learnable_fusion_loss.engine"])
 
-__all__ = ["SCOPE", "MODELS", "DATASETS", "TRANSFORMS", "METRICS", "LOOPS", "HOOKS"]
+__all__ = ["SCOPE", "MODELS", "DATASETS", "TRANSFORMS", "METRICS", "LOOPS", "HOOKS", "build_module"]
+
+
+def build_module(cfg: Any, required: str | None = None) -> Any:
+    """``MODELS.build`` a config mapping (a copy of it); anything else is returned as it is.
+
+    With ``required`` (the argument's name), ``None`` raises ``ValueError`` instead.
+
+    >>> import torch
+    >>> net = torch.nn.Identity()
+    >>> build_module(net) is net, build_module(None)
+    (True, None)
+    >>> build_module(None, "fusion_net")
+    Traceback (most recent call last):
+    ...
+    ValueError: fusion_net is required
+    """
+    if isinstance(cfg, Mapping):
+        return MODELS.build(dict(cfg))
+    if cfg is None and required is not None:
+        raise ValueError(f"{required} is required")
+    return cfg

@@ -65,7 +65,7 @@ class Run:
         return self.model.train_step(data, self.optim)
 
     def batch(self, data: dict):
-        return self.model._preprocess(data, True)
+        return self.model.preprocess(data, True)
 
 
 def snapshot(module: torch.nn.Module | None) -> list[torch.Tensor]:

@@ -51,7 +51,7 @@ from mmengine.runner import Runner  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
 from learnable_fusion_loss.datasets.io import prepare_output_folder  # noqa: E402
-from learnable_fusion_loss.engine.config import resolve_data_root  # noqa: E402
+from learnable_fusion_loss.engine.config import load_config  # noqa: E402
 from learnable_fusion_loss.engine.hooks import atomic_write_bytes  # noqa: E402
 
 
@@ -92,18 +92,9 @@ def build_config(args: argparse.Namespace) -> Config:
         raise BadInput(f"config file not found: {config_path}")
     if not Path(args.checkpoint).is_file():
         raise BadInput(f"checkpoint not found: {args.checkpoint}")
-    cfg = Config.fromfile(str(config_path))
-    explicit_root = args.cfg_options.get("data_root")
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    resolve_data_root(cfg, REPO_ROOT, explicit=explicit_root)
+    cfg = load_config(config_path, REPO_ROOT, args.cfg_options, args.launcher, args.work_dir)
     if cfg.get("test_dataloader") is None or cfg.get("test_evaluator") is None:
         raise BadInput(f"{config_path} defines no test_dataloader / test_evaluator")
-    cfg.launcher = args.launcher
-    if args.work_dir:
-        cfg.work_dir = args.work_dir
-    elif cfg.get("work_dir") is None:
-        cfg.work_dir = str(Path("work_dirs") / config_path.stem)
     check_outputs(Path(cfg.work_dir), Path(args.out) if args.out else None)
     # Loaded strictly by load_checkpoint_strictly, not by the runner's lenient load_from.
     cfg.load_from = None

@@ -61,7 +61,7 @@ import torch  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from learnable_fusion_loss.engine.config import resolve_data_root  # noqa: E402
+from learnable_fusion_loss.engine.config import load_config  # noqa: E402
 from learnable_fusion_loss.engine.hooks import remove_partial_writes  # noqa: E402
 from learnable_fusion_loss.meta import NonFiniteError  # noqa: E402
 
@@ -294,18 +294,9 @@ def build_config(args: argparse.Namespace) -> Config:
     config_path = Path(args.config)
     if not config_path.is_file():
         raise BadInput(f"config file not found: {config_path}")
-    cfg = Config.fromfile(str(config_path))
-    explicit_root = args.cfg_options.get("data_root")
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    resolve_data_root(cfg, REPO_ROOT, explicit=explicit_root)
-    cfg.launcher = args.launcher
+    cfg = load_config(config_path, REPO_ROOT, args.cfg_options, args.launcher, args.work_dir)
     if args.launcher != "none" and not torch.cuda.is_available():
         cfg.setdefault("env_cfg", {}).setdefault("dist_cfg", {})["backend"] = "gloo"  # CPU
-    if args.work_dir:
-        cfg.work_dir = args.work_dir
-    elif cfg.get("work_dir") is None:
-        cfg.work_dir = str(Path("work_dirs") / config_path.stem)
     if args.deterministic:
         cfg.setdefault("randomness", {})
         cfg.randomness["deterministic"] = True

@@ -40,9 +40,16 @@ Normalize = Literal["none", "minmax"]
 
 # ----------------------------------------------------------------------------- networks
 def _build_from_config(config: str | os.PathLike[str]) -> nn.Module:
+    """F alone, built from a config file's ``model.fusion_net`` (or top-level ``fusion_net``).
+
+    Not a twin of ``projects/tdfusion/tools/ablation_table.py:fusion_of``, which builds
+    the whole ``model`` under the ``lfl`` scope after the config's ``custom_imports``
+    (it needs F with G bound, and the trained model's full state dict); here only F's
+    weights are loaded, into F.
+    """
     from mmengine.config import Config
 
-    from ..registry import MODELS
+    from ..registry import build_module
 
     cfg = Config.fromfile(os.fspath(config))
     spec: Any = None
@@ -53,7 +60,7 @@ def _build_from_config(config: str | os.PathLike[str]) -> nn.Module:
         spec = cfg["fusion_net"]
     if spec is None:
         raise KeyError(f"config {os.fspath(config)!r} defines neither model.fusion_net nor fusion_net")
-    return MODELS.build(spec)
+    return build_module(spec)
 
 
 def load_fusion_network(

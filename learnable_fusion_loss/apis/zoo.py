@@ -109,13 +109,13 @@ def load_zoo_module(name: str, part: str = "fusion_net", device: str | torch.dev
     ('ReFusionNet', False)
     """
     from .. import generators, models  # noqa: F401 - register the nets
-    from ..registry import MODELS
+    from ..registry import build_module
 
     entry = find_zoo_entry(name)
     spec = entry.manifest.get(part)
     if not isinstance(spec, dict) or "type" not in spec:
         raise KeyError(f"zoo model {name!r}: manifest has no {part!r} config with a 'type'")
-    module = MODELS.build(dict(spec))
+    module = build_module(spec)
     state = load_weights_only(entry.path(part))
     try:
         module.load_state_dict(state, strict=True)

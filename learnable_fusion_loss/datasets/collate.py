@@ -108,8 +108,10 @@ def collate_paired(
 
 
 # MMEngine's Runner looks ``collate_fn=dict(type=...)`` up in FUNCTIONS, so configs can say
-# ``collate_fn=dict(type='collate_paired', swap_modalities=True)``.
-if "collate_paired" not in FUNCTIONS.module_dict:  # idempotent (engine registers it too)
+# ``collate_fn=dict(type='collate_paired', swap_modalities=True)``. This is the one
+# registration (importing learnable_fusion_loss.engine imports this module); the guard
+# only keeps a re-import (importlib.reload) from raising.
+if "collate_paired" not in FUNCTIONS.module_dict:
     FUNCTIONS.register_module(name="collate_paired", module=collate_paired)
 
 

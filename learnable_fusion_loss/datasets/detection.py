@@ -30,7 +30,7 @@ from torch import Tensor
 
 from ..registry import DATASETS
 from .labels import read_class_names, read_voc_boxes, read_yolo_boxes
-from .paired import PairedFusionDataset, PairEntry, Sample, Transform, _header_size
+from .paired import PairedFusionDataset, PairEntry, Sample, Transform, image_header_size
 
 __all__ = [
     "M3FD_CLASSES",
@@ -130,7 +130,7 @@ class YoloPairedDetDataset(_DetDataset):
         entries = self._collect_pairs(base / ir_dir, base / vi_dir, id_list, source)
         entries = self._attach_labels(entries, base / label_dir, ".txt")
         for e in entries:
-            size = e.size if e.size is not None else _header_size(e.path_a)
+            size = e.size if e.size is not None else image_header_size(e.path_a)
             e.extra["boxes"] = read_yolo_boxes(e.label_path, size, len(self.class_names))  # type: ignore[arg-type]
         self.entries = entries
 
@@ -176,7 +176,7 @@ class VOCPairedDetDataset(_DetDataset):
         self.entries = self._attach_labels(entries, Path(ann_dir), ".xml")
         if validate_labels:
             for e in self.entries:
-                self._read_boxes(e, e.size if e.size is not None else _header_size(e.path_a))
+                self._read_boxes(e, e.size if e.size is not None else image_header_size(e.path_a))
 
     def _read_boxes(self, entry: PairEntry, image_size: tuple[int, int]) -> tuple[Tensor, Tensor]:
         assert entry.label_path is not None

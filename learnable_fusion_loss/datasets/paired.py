@@ -65,6 +65,7 @@ __all__ = [
     "PairedFusionDataset",
     "PairedImageDataset",
     "build_pipeline",
+    "image_header_size",
 ]
 
 Sample = dict[str, Any]
@@ -112,7 +113,7 @@ def build_pipeline(pipeline: Sequence[dict[str, Any] | Transform] | None) -> lis
     return built
 
 
-def _header_size(path: Path) -> tuple[int, int]:
+def image_header_size(path: Path) -> tuple[int, int]:
     """(H, W) from the file header, without decoding pixels."""
     try:
         with Image.open(path) as img:
@@ -201,7 +202,7 @@ class PairedFusionDataset(Dataset):
         if self.check_sizes:
             checked = []
             for e in entries:
-                size_a, size_b = _header_size(e.path_a), _header_size(e.path_b)
+                size_a, size_b = image_header_size(e.path_a), image_header_size(e.path_b)
                 if size_a != size_b:
                     problems.append(
                         f"size mismatch in pair {e.img_id!r}: {name_a} {str(e.path_a)!r} is "

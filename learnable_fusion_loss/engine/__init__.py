@@ -5,11 +5,16 @@ the loop ``MetaFusionTrainLoop``, the hooks ``AtomicCheckpointHook``,
 ``TrainingStateHook`` and ``FusionVisualizationHook``; and in MMEngine's root
 registries the optimiser-wrapper constructor ``MultiModuleOptimWrapperConstructor``,
 the model wrapper ``GradientAveragingWrapper``, the atomic file backend
-``lfl_atomic_local`` and, in ``FUNCTIONS``, the datasets' ``collate_paired``
-(for ``collate_fn=dict(type='collate_paired', swap_modalities=...)``); the metric
-``TaskMetric`` and its hook ``TaskMetricHook``.
+``lfl_atomic_local``; the metric ``TaskMetric`` and its hook ``TaskMetricHook``.
+It also imports :mod:`learnable_fusion_loss.datasets.collate`, which registers
+``collate_paired`` in ``FUNCTIONS`` (for ``collate_fn=dict(type='collate_paired',
+swap_modalities=...)``). :func:`capture_rng_state` / :func:`restore_rng_state`
+are re-exported from :mod:`learnable_fusion_loss._random`.
 """
 
+# The datasets' collate module registers ``collate_paired`` in MMEngine's FUNCTIONS on import.
+from ..datasets import collate as _collate  # noqa: F401
+from .._random import capture_rng_state, restore_rng_state
 from .config import DEFAULT_DATA_ROOT, resolve_data_root
 from .evaluation import TaskMetric, TaskMetricHook, batch_task_samples
 from .hooks import (
@@ -19,9 +24,7 @@ from .hooks import (
     FusionVisualizationHook,
     TrainingStateHook,
     atomic_write_bytes,
-    capture_rng_state,
     fusion_panel,
-    restore_rng_state,
 )
 from .loops import SCHEDULES, EpochPlan, IterationPlan, MetaFusionTrainLoop, SeededSamples
 from .model import DEFAULT_DATA_KEYS, PHASES, MetaFusionModel
@@ -55,14 +58,3 @@ __all__ = [
     "fusion_panel",
 ]
 
-
-def _register_collate() -> None:
-    from mmengine.registry import FUNCTIONS
-
-    from ..datasets import collate_paired
-
-    if "collate_paired" not in FUNCTIONS.module_dict:
-        FUNCTIONS.register_module(name="collate_paired", module=collate_paired)
-
-
-_register_collate()

@@ -3,6 +3,7 @@
 Dataset configs name their folder relative to one ``data_root`` (``root='msrs_det'``);
 :func:`resolve_data_root` joins them after every override is applied, so a single
 ``--cfg-options data_root=...`` (or ``LFL_DATA_ROOT``) moves every dataset.
+:func:`load_config` is the config loading both tools start with.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_DATA_ROOT", "DATA_ROOT_ENV", "resolve_data_root", "iter_dataset_cfgs"]
+__all__ = ["DEFAULT_DATA_ROOT", "DATA_ROOT_ENV", "resolve_data_root", "iter_dataset_cfgs", "load_config"]
 
 #: Default data folder, relative to the repository root.
 DEFAULT_DATA_ROOT = "../shared/data"
@@ -64,3 +65,31 @@ def resolve_data_root(
             if isinstance(value, str) and not Path(value).is_absolute():
                 dataset[key] = str(root / value)
     return root
+
+
+def load_config(
+    config: str | os.PathLike[str],
+    repo_root: str | os.PathLike[str],
+    cfg_options: Mapping[str, Any] | None = None,
+    launcher: str = "none",
+    work_dir: str | None = None,
+) -> Any:
+    """The MMEngine ``Config`` of a ``tools/train.py`` / ``tools/test.py`` run.
+
+    ``cfg_options`` (``--cfg-options``) are merged in, then :func:`resolve_data_root`
+    runs (a ``data_root`` among the options wins); ``launcher`` is set and the work dir
+    is ``work_dir``, else the config's, else ``work_dirs/<config name>``.
+    """
+    from mmengine.config import Config
+
+    cfg = Config.fromfile(str(config))
+    explicit_root = cfg_options.get("data_root") if cfg_options else None
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    resolve_data_root(cfg, repo_root, explicit=explicit_root)
+    cfg.launcher = launcher
+    if work_dir:
+        cfg.work_dir = work_dir
+    elif cfg.get("work_dir") is None:
+        cfg.work_dir = str(Path("work_dirs") / Path(config).stem)
+    return cfg

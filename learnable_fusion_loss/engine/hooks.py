@@ -7,7 +7,8 @@
   temporary file is cleared by :func:`remove_partial_writes` when the work dir is
   next used), and a failed write (a full disk) names the file.
 * :class:`TrainingStateHook` – stores the Python, NumPy, torch (CPU and CUDA) RNG
-  states and the loop position in every checkpoint, restores the RNG states on
+  states (:func:`~learnable_fusion_loss._random.capture_rng_state`, re-exported
+  here) and the loop position in every checkpoint, restores the RNG states on
   ``--resume`` and refuses to resume inside an epoch whose plan changed.
 * :class:`FusionVisualizationHook` – every ``interval`` iterations a panel
   (source a, source b, fused, w_a map, w_b map) saved as PNG under the work dir and
@@ -18,7 +19,6 @@
 from __future__ import annotations
 
 import os
-import random
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -26,13 +26,13 @@ from typing import Any
 
 import cv2
 import numpy as np
-import torch
 from mmengine.dist import is_main_process
 from mmengine.fileio.backends import LocalBackend, register_backend
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.model import is_model_wrapper
 from torch import Tensor
 
+from .._random import capture_rng_state, restore_rng_state
 from ..registry import HOOKS
 
 __all__ = [
@@ -183,45 +183,6 @@ class AtomicCheckpointHook(CheckpointHook):
             old = self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(outdated))
             if self.file_backend.isfile(old):
                 self.file_backend.remove(old)
-
-
-# ------------------------------------------------------------------ RNG state
-def capture_rng_state() -> dict[str, Any]:
-    """Python, NumPy and torch RNG states as tensors and plain Python values.
-
-    Only types that ``torch.load(weights_only=True)`` accepts are used, so the
-    checkpoint stays loadable without unpickling arbitrary objects.
-    """
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    version, internal, gauss_next = random.getstate()
-    state: dict[str, Any] = {
-        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
-        "numpy": {
-            "kind": str(kind),
-            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached),
-        },
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(state: Mapping[str, Any]) -> None:
-    """Inverse of :func:`capture_rng_state` (CUDA states only where CUDA is up)."""
-    py = state["python"]
-    random.setstate((py["version"], tuple(py["internal"]), py["gauss_next"]))
-    npy = state["numpy"]
-    keys = np.asarray(npy["keys"].cpu().numpy(), dtype=np.uint32)
-    np.random.set_state((npy["kind"], keys, npy["pos"], npy["has_gauss"], npy["cached_gaussian"]))
-    torch.set_rng_state(state["torch"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        cuda_states = [s.cpu() for s in state["cuda"]]
-        if len(cuda_states) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda_states)
 
 
 @HOOKS.register_module()
@@ -386,7 +347,7 @@ class FusionVisualizationHook(Hook):
             return
         batch = data_batch.get("inputs", data_batch.get("meta_train"))
         model = self._model(runner)
-        fused_batch = model._preprocess(batch, False)
+        fused_batch = model.preprocess(batch, False)
         a, b = fused_batch.a[: self.max_samples], fused_batch.b[: self.max_samples]
         was_training = model.training
         model.eval()  # no BatchNorm statistics may change because of a picture

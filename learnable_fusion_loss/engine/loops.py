@@ -39,7 +39,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -49,6 +48,7 @@ from mmengine.logging import print_log
 from mmengine.runner import BaseLoop
 from torch.utils.data import DataLoader, Dataset
 
+from .._random import seeded_rng
 from ..registry import LOOPS
 
 __all__ = ["MetaFusionTrainLoop", "EpochPlan", "IterationPlan", "SeededSamples", "SCHEDULES"]
@@ -63,23 +63,6 @@ _WARMUP_EPOCH = 2**31 - 1
 _KEEP_SCALARS = ("train/time", "train/data_time")
 
 SampleKey = tuple[int, int]  # (dataset index, sample seed)
-
-
-@contextmanager
-def _seeded_rng(seed: int) -> Iterator[None]:
-    """Seed python/numpy/torch CPU RNGs for one sample; restore them afterwards."""
-    import random
-
-    py_state, np_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    try:
-        yield
-    finally:
-        random.setstate(py_state)
-        np.random.set_state(np_state)
-        torch.set_rng_state(torch_state)
 
 
 class SeededSamples(Dataset):
@@ -98,7 +81,7 @@ class SeededSamples(Dataset):
 
     def __getitem__(self, key: SampleKey) -> Any:
         index, seed = key
-        with _seeded_rng(seed):
+        with seeded_rng(seed):  # python, numpy and torch (CPU)
             return self.dataset[index]
 
 

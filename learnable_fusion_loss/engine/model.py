@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from ..losses import LearnableLoss
 from ..meta import FusionBatch, MetaLossLearner, NonFiniteGuard, task_warmup_step
 from ..meta.warmup import guarded_task_step
-from ..registry import MODELS
+from ..registry import MODELS, build_module
 from ..tasks.base import CallableTask, TaskAdapter
 from .optim import ClipBeforeStep, MultiModuleOptimWrapperConstructor, StepCounter, check_wrapper
 from .parallel import GradientAveragingWrapper
@@ -82,18 +82,10 @@ _LEARNER_OPTIONS = (
 )
 
 
-def _build(name: str, cfg: nn.Module | Mapping | Any) -> Any:
-    if isinstance(cfg, Mapping):
-        return MODELS.build(dict(cfg))
-    if cfg is None:
-        raise ValueError(f"{name} is required")
-    return cfg
-
-
 def _build_task(task: Any, scope: str | None) -> Any:
     """The task adapter: its class from ``MODELS``, instantiated under ``scope``."""
     if not isinstance(task, Mapping):
-        return _build("task", task)
+        return build_module(task, "task")
     if scope is None:
         return MODELS.build(dict(task))
     from mmengine.registry import DefaultScope
@@ -186,8 +178,8 @@ class MetaFusionModel(BaseModel):
     ) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.guard = NonFiniteGuard(max_consecutive_skips, report=_log_warning)
-        self.fusion_net = _build("fusion_net", fusion_net)
-        self.loss = _build("loss", loss)
+        self.fusion_net = build_module(fusion_net, "fusion_net")
+        self.loss = build_module(loss, "loss")
         if not isinstance(self.fusion_net, nn.Module):
             raise TypeError(f"fusion_net must build an nn.Module, got {type(self.fusion_net).__name__}")
         if not isinstance(self.loss, LearnableLoss):
@@ -353,7 +345,8 @@ class MetaFusionModel(BaseModel):
             names.update([value] if isinstance(value, str) else value)
         return names
 
-    def _preprocess(self, data: Any, training: bool) -> FusionBatch:
+    def preprocess(self, data: Any, training: bool) -> FusionBatch:
+        """A collated batch through the data preprocessor, as a :class:`FusionBatch`."""
         return self.to_fusion_batch(self.data_preprocessor(data, training))
 
     def _rename(self, stats: Mapping[str, float]) -> dict[str, float]:
@@ -376,7 +369,7 @@ class MetaFusionModel(BaseModel):
         if phase not in PHASES:
             raise ValueError(f"data['phase'] must be one of {PHASES}, got {phase!r}")
         if phase == "task_warmup":
-            batch = self._preprocess(data["inputs"], True)
+            batch = self.preprocess(data["inputs"], True)
             return self._rename(task_warmup_step(
                 self.task, self.fusion_net, batch, data.get("source", "both"), self.guard))
         if learner is None:
@@ -384,13 +377,13 @@ class MetaFusionModel(BaseModel):
                 raise RuntimeError(
                     f"a fixed fusion net (no parameters) has no {phase} phase: set meta_steps=0"
                     + (" and fusion_warmup_steps=0" if phase == "fusion_warmup" else ""))
-            return self._rename(self._task_only_step(self._preprocess(data["inputs"], True)))
+            return self._rename(self._task_only_step(self.preprocess(data["inputs"], True)))
         if phase == "fusion_warmup":
-            return self._rename(learner.fusion_warmup_step(self._preprocess(data["inputs"], True)))
+            return self._rename(learner.fusion_warmup_step(self.preprocess(data["inputs"], True)))
         if phase == "fusion":
-            return self._rename(learner.fusion_step(self._preprocess(data["inputs"], True)))
-        meta_train = self._preprocess(data["meta_train"], True)
-        meta_test = self._preprocess(data["meta_test"], True)
+            return self._rename(learner.fusion_step(self.preprocess(data["inputs"], True)))
+        meta_train = self.preprocess(data["meta_train"], True)
+        meta_test = self.preprocess(data["meta_test"], True)
         return self._rename(learner.meta_step(meta_train, meta_test, update_fusion=phase == "interleaved"))
 
     def _task_only_step(self, batch: FusionBatch) -> dict[str, float]:

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import check_image, check_same_shape
-from ..registry import MODELS
+from ..registry import MODELS, build_module
 from .terms import GradientForm, IntensityForm, Padding, check_padding, fusion_loss
 
 #: ``criterion(output, inputs, params) -> {"loss": scalar, <term>: scalar, ...}``
@@ -32,10 +32,6 @@ class LossOutput:
     params: Tensor | None = None
 
 
-def _build(module: nn.Module | dict) -> nn.Module:
-    return MODELS.build(module) if isinstance(module, dict) else module
-
-
 class LearnableLoss(nn.Module):
     """``L(output, inputs; G(inputs))``: a criterion parameterised by a generator.
 
@@ -51,7 +47,7 @@ class LearnableLoss(nn.Module):
 
     def __init__(self, generator: nn.Module | dict, criterion: Criterion) -> None:
         super().__init__()
-        self.generator = _build(generator)
+        self.generator = build_module(generator)
         self.criterion = criterion
 
     def generate(self, *inputs: Tensor) -> Tensor:

@@ -28,7 +28,8 @@ from ..nn.ops import (  # noqa: F401
 )
 from ..nn.ops import has_tangent as _has_tangent  # noqa: F401
 from ..nn.ops import records_graph as _records_graph  # noqa: F401
-from ..nn.restormer.block import _flat, _fold_norm  # noqa: F401
+from ..nn.ops import conv1x1_matrix as _flat  # noqa: F401
+from ..nn.restormer.block import _fold_norm  # noqa: F401
 from ..nn.restormer.graph import LAYER_NORM_EPS, NORMALIZE_EPS  # noqa: F401
 from ..nn.restormer.graph import head_mask as _head_mask  # noqa: F401
 from ..nn.restormer.graph import layer_norm_groups as _layer_norm_groups  # noqa: F401

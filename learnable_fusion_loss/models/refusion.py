@@ -19,7 +19,7 @@ from ..nn import (
     nhwc,
     restormer_block_nhwc,
 )
-from ..nn.restormer.block import _flat
+from ..nn.ops import conv1x1_matrix
 from ..registry import MODELS
 
 __all__ = ["AttentionFusionModule", "ReFusionNet", "check_source_pair", "dual_stem"]
@@ -91,8 +91,8 @@ class AttentionFusionModule(nn.Module):
 
     def fused(self) -> BlockWeights:
         """The module as one block over ``[x₁ | x₂]`` (no layer norm)."""
-        q1, k1, v1 = _flat(self.qkv1).chunk(3)
-        q2, k2, v2 = _flat(self.qkv2).chunk(3)
+        q1, k1, v1 = conv1x1_matrix(self.qkv1).chunk(3)
+        q2, k2, v2 = conv1x1_matrix(self.qkv2).chunk(3)
         zeros = torch.zeros_like(q1)
         # rows [q₂ on x₂ | q₁ on x₁ | k₁ | k₂ | v₁ | v₂], columns [x₁ | x₂]
         qkv_weight = torch.cat(
@@ -121,14 +121,16 @@ class AttentionFusionModule(nn.Module):
             dw_bias=qkv_rows(self.qkv1_dwconv.bias, self.qkv2_dwconv.bias),
             temperature=torch.cat([self.temperature1, self.temperature2]).repeat_interleave(rows),
             heads=2 * self.heads,
-            proj_weight=torch.block_diag(_flat(self.project_mid1), _flat(self.project_mid2)),
+            proj_weight=torch.block_diag(
+                conv1x1_matrix(self.project_mid1), conv1x1_matrix(self.project_mid2)
+            ),
             proj_bias=_cat_bias(self.project_mid1, self.project_mid2),
         )
         ffn = FeedForwardWeights(
             in_weight=torch.cat(
                 [
-                    _flat(self.project_E),
-                    torch.block_diag(_flat(self.project_E1), _flat(self.project_E2)),
+                    conv1x1_matrix(self.project_E),
+                    torch.block_diag(conv1x1_matrix(self.project_E1), conv1x1_matrix(self.project_E2)),
                 ]
             ),
             in_bias=_cat_bias(self.project_E, self.project_E1, self.project_E2),
@@ -136,7 +138,9 @@ class AttentionFusionModule(nn.Module):
                 [self.project_E_d.weight, self.project_E1_d.weight, self.project_E2_d.weight]
             ),
             dw_bias=_cat_bias(self.project_E_d, self.project_E1_d, self.project_E2_d),
-            out_weight=torch.cat([_flat(self.project_out1), _flat(self.project_out2)], dim=1),
+            out_weight=torch.cat(
+                [conv1x1_matrix(self.project_out1), conv1x1_matrix(self.project_out2)], dim=1
+            ),
             out_bias=(
                 None
                 if self.project_out1.bias is None

@@ -1,6 +1,7 @@
 """Layout helpers and the CPU kernels the fast blocks are built from.
 
-* ``[B, C, H, W]`` ↔ channels-last ``[B, H, W, C]`` (:func:`nhwc`, :func:`nchw_view`);
+* ``[B, C, H, W]`` ↔ channels-last ``[B, H, W, C]`` (:func:`nhwc`, :func:`nchw_view`),
+  a 1×1 convolution's weight as a matrix (:func:`conv1x1_matrix`);
 * which autodiff is active on some tensors (:func:`records_graph`, :func:`has_tangent`),
   the test every fast path dispatches on;
 * :func:`conv3x3` (and :func:`depthwise_conv3x3_nhwc`): ``F.conv2d`` with a double
@@ -21,6 +22,7 @@ from torch import Tensor
 from torch.autograd import forward_ad
 
 __all__ = [
+    "conv1x1_matrix",
     "conv3x3",
     "depthwise_conv3x3_nhwc",
     "has_tangent",
@@ -53,6 +55,15 @@ def nchw_view(x: Tensor) -> Tensor:
     (torch.Size([2, 3, 4, 5]), True, True)
     """
     return x.permute(0, 3, 1, 2)
+
+
+def conv1x1_matrix(conv: torch.nn.Conv2d) -> Tensor:
+    """A 1×1 convolution's weight as a ``[C_out, C_in]`` matrix (a view).
+
+    >>> conv1x1_matrix(torch.nn.Conv2d(3, 2, 1)).shape
+    torch.Size([2, 3])
+    """
+    return conv.weight.view(conv.weight.shape[0], conv.weight.shape[1])
 
 
 def records_graph(tensors: list[Tensor]) -> bool:

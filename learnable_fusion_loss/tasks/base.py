@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -100,8 +100,49 @@ def finite_step(optimizer: torch.optim.Optimizer, loss: Tensor) -> bool:
     return applied
 
 
-def _step_stats(applied: bool, stats: dict[str, float]) -> dict[str, float]:
+def step_stats(applied: bool, stats: dict[str, float]) -> dict[str, float]:
+    """A task step's log values, with ``skipped=1.0`` added when the step was not applied.
+
+    >>> step_stats(True, {"loss_task": 0.5}), step_stats(False, {"loss_task": 0.5})
+    ({'loss_task': 0.5}, {'loss_task': 0.5, 'skipped': 1.0})
+    """
     return stats if applied else {**stats, "skipped": 1.0}
+
+
+def build_optimizer(
+    params: Iterable[nn.Parameter], lr: float, weight_decay: float, optimizer: dict | None
+) -> torch.optim.Optimizer:
+    """A task net's optimiser: ``Adam(lr, weight_decay)`` (TDFusion) or ``dict(type='AdamW', lr=...)``.
+
+    ``optimizer`` names a ``torch.optim`` class; its ``lr`` defaults to ``lr`` (and
+    ``weight_decay`` is then the class's own default unless given).
+
+    >>> w = [torch.nn.Parameter(torch.ones(1))]
+    >>> type(build_optimizer(w, 1e-3, 0.0, None)).__name__
+    'Adam'
+    >>> build_optimizer(w, 1e-3, 0.0, dict(type="SGD")).defaults["lr"]
+    0.001
+    """
+    if optimizer is None:
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    cfg = dict(optimizer)
+    name = cfg.pop("type", "Adam")
+    cls = getattr(torch.optim, str(name), None)
+    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+        raise ValueError(f"optimizer.type={name!r} is not a torch.optim optimizer")
+    cfg.setdefault("lr", lr)
+    return cls(params, **cfg)
+
+
+def require_backend(module: str, extra: str) -> None:
+    """Import ``module`` (a task's optional backend) or say which extra installs it."""
+    try:
+        __import__(module)
+    except ImportError as err:  # pragma: no cover - exercised only without the backend
+        raise ImportError(
+            f"{module} is required for this task adapter: "
+            f"pip install 'learnable_fusion_loss[{extra}]' ({err})"
+        ) from err
 
 
 @contextlib.contextmanager
@@ -183,7 +224,7 @@ class ModuleTask(NetTask):
         with buffers_kept_unless(self.net) as applied:
             loss = self.loss(fused, target)
             applied[0] = finite_step(self.optimizer, loss)
-        return _step_stats(applied[0], {"loss_task": float(loss.detach())})
+        return step_stats(applied[0], {"loss_task": float(loss.detach())})
 
 
 class CallableTask:

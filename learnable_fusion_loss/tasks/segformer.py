@@ -39,8 +39,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import check_image
+from .._random import seeded_rng
 from ..registry import MODELS
-from .base import NetTask, _step_stats, buffers_kept_unless, finite_step
+from .base import NetTask, buffers_kept_unless, finite_step
+from .base import build_optimizer, require_backend, step_stats  # shared by the task adapters
 
 __all__ = ["SegFormerTask", "segformer_config", "MSRS_SEG_CLASSES"]
 
@@ -109,42 +111,6 @@ def segformer_config(
     )
 
 
-def _build_optimizer(
-    params: Iterable[nn.Parameter], lr: float, weight_decay: float, optimizer: dict | None
-) -> torch.optim.Optimizer:
-    """``Adam(lr, weight_decay)`` (TDFusion) or ``dict(type='AdamW', lr=...)`` (torch.optim)."""
-    if optimizer is None:
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    cfg = dict(optimizer)
-    name = cfg.pop("type", "Adam")
-    cls = getattr(torch.optim, str(name), None)
-    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
-        raise ValueError(f"optimizer.type={name!r} is not a torch.optim optimizer")
-    cfg.setdefault("lr", lr)
-    return cls(params, **cfg)
-
-
-@contextlib.contextmanager
-def _seeded(seed: int | None) -> Iterator[None]:
-    """Fix the RNG for a net's random init without touching the caller's RNG state."""
-    if seed is None:
-        yield
-        return
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
-
-
-def _require(module: str, extra: str) -> None:
-    try:
-        __import__(module)
-    except ImportError as err:  # pragma: no cover - exercised only without the backend
-        raise ImportError(
-            f"{module} is required for this task adapter: "
-            f"pip install 'learnable_fusion_loss[{extra}]' ({err})"
-        ) from err
-
-
 @MODELS.register_module()
 class SegFormerTask(NetTask):
     """SegFormer semantic segmentation task (protocol: :class:`~.base.TaskAdapter`).
@@ -185,7 +151,7 @@ class SegFormerTask(NetTask):
             raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-        _require("mmseg", "seg")
+        require_backend("mmseg", "seg")
         from .. import compat
 
         compat.apply_offline_defaults()
@@ -205,7 +171,7 @@ class SegFormerTask(NetTask):
 
         # mmseg's config uses unscoped type names: resolve them in the mmseg scope even
         # when a runner has made another scope (e.g. 'lfl') the default.
-        with (_seeded(seed), warnings.catch_warnings(),
+        with (seeded_rng(seed, ("torch",)), warnings.catch_warnings(),
               DefaultScope.overwrite_default_scope("mmseg")):
             # mmseg's decode head calls its own deprecated ``build_loss`` internally.
             warnings.filterwarnings("ignore", message=r"``build_loss`` would be deprecated")
@@ -237,7 +203,7 @@ class SegFormerTask(NetTask):
         if len(class_names) != num_classes:
             raise ValueError(f"class_names has {len(class_names)} names, num_classes={num_classes}")
         self.class_names = tuple(class_names)
-        self.optimizer = _build_optimizer(self.net.parameters(), lr, weight_decay, optimizer)
+        self.optimizer = build_optimizer(self.net.parameters(), lr, weight_decay, optimizer)
 
     # ------------------------------------------------------------------ forward
     def _inputs(self, fused: Tensor) -> Tensor:
@@ -290,7 +256,7 @@ class SegFormerTask(NetTask):
         with buffers_kept_unless(self.net) as applied:
             loss = self.loss(fused.detach(), target)
             applied[0] = finite_step(self.optimizer, loss)
-        return _step_stats(applied[0], {"loss_task": float(loss.detach())})
+        return step_stats(applied[0], {"loss_task": float(loss.detach())})
 
     # ------------------------------------------------------------------ inference
     def predict(self, fused: Tensor, size: tuple[int, int] | None = None) -> Tensor:

@@ -53,9 +53,10 @@ from torch import Tensor, nn
 
 from .. import compat
 from .._checks import check_image
+from .._random import seeded_rng
 from ..registry import MODELS
-from .base import NetTask, _step_stats, buffers_kept_unless, finite_step
-from .segformer import _build_optimizer, _require, _seeded
+from .base import NetTask, buffers_kept_unless, finite_step
+from .base import build_optimizer, require_backend, step_stats  # shared by the task adapters
 
 __all__ = ["YOLOv8Task", "collate_yolo_targets", "MSRS_DET_CLASSES"]
 
@@ -122,7 +123,7 @@ class YOLOv8Task(NetTask):
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if str(model_cfg).endswith(".pt"):
             raise ValueError(f"model_cfg must be a model yaml, not weights: {model_cfg!r}")
-        _require("ultralytics", "det")
+        require_backend("ultralytics", "det")
         compat.import_ultralytics()
         from ultralytics.nn.tasks import DetectionModel
         from ultralytics.utils import DEFAULT_CFG_DICT, IterableSimpleNamespace
@@ -137,7 +138,7 @@ class YOLOv8Task(NetTask):
         self.device = torch.device(device)
         self.pad_value = float(pad_value)
         self.conf_thres, self.iou_thres, self.max_det = float(conf_thres), float(iou_thres), max_det
-        with _seeded(seed), _quiet_ultralytics():
+        with seeded_rng(seed, ("torch",)), _quiet_ultralytics():
             net = DetectionModel(str(model_cfg), ch=in_channels, nc=num_classes, verbose=False)
         net.args = IterableSimpleNamespace(**{**DEFAULT_CFG_DICT, "plots": False, **hyp})
         self.net: nn.Module = net.to(self.device).train()
@@ -151,7 +152,7 @@ class YOLOv8Task(NetTask):
             raise ValueError(f"class_names has {len(class_names)} names, num_classes={num_classes}")
         self.class_names = tuple(class_names)
         self.net.names = dict(enumerate(self.class_names))
-        self.optimizer = _build_optimizer(self.net.parameters(), lr, weight_decay, optimizer)
+        self.optimizer = build_optimizer(self.net.parameters(), lr, weight_decay, optimizer)
         self._warned_collapse = False
 
     # ------------------------------------------------------------------ inputs
@@ -225,7 +226,7 @@ class YOLOv8Task(NetTask):
                     f"YOLOv8Task: the task loss is exactly 0 on a batch with {boxes} box(es): no "
                     "prediction is assigned to any box, so T has collapsed (it stops learning); "
                     f"lower T's learning rate (now {lr:g})", RuntimeWarning, stacklevel=2)
-        return _step_stats(applied, {"loss_task": float(loss.detach()), "loss_box": box,
+        return step_stats(applied, {"loss_task": float(loss.detach()), "loss_box": box,
                                      "loss_cls": cls, "loss_dfl": dfl})
 
     # ------------------------------------------------------------------ inference

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops import has_tangent, records_graph
+from ..ops import conv1x1_matrix, has_tangent, records_graph
 from .graph import LAYER_NORM_EPS, restormer_block_graph
 from .jvp import restormer_block_banded_jvp
 from .streamed import BAND_ROWS, restormer_block_banded
@@ -81,15 +81,10 @@ class ChannelLayerNorm(nn.Module):
         return F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, eps=LAYER_NORM_EPS)
 
 
-def _flat(conv: nn.Conv2d) -> Tensor:
-    """A 1×1 convolution's weight as a ``[C_out, C_in]`` matrix (a view)."""
-    return conv.weight.view(conv.weight.shape[0], conv.weight.shape[1])
-
-
 def _fold_norm(conv: nn.Conv2d, norm: ChannelLayerNorm | None) -> tuple[Tensor, Tensor | None]:
     """``conv``'s 1×1 weight and bias with ``norm``'s affine folded in:
     ``W·(γ⊙x̂ + β) + b = (W·diag γ)·x̂ + (W·β + b)``."""
-    weight, bias = _flat(conv), conv.bias
+    weight, bias = conv1x1_matrix(conv), conv.bias
     if norm is not None:
         folded_bias = weight @ norm.bias
         bias = folded_bias if bias is None else bias + folded_bias
@@ -131,7 +126,7 @@ class ChannelAttention(nn.Module):
             dw_bias=self.qkv_dwconv.bias,
             temperature=self.temperature.repeat_interleave(rows),
             heads=self.heads,
-            proj_weight=_flat(self.project_out),
+            proj_weight=conv1x1_matrix(self.project_out),
             proj_bias=self.project_out.bias,
         )
 
@@ -163,7 +158,7 @@ class GatedFeedForward(nn.Module):
             in_bias=bias,
             dw_weight=self.dwconv.weight,
             dw_bias=self.dwconv.bias,
-            out_weight=_flat(self.project_out),
+            out_weight=conv1x1_matrix(self.project_out),
             out_bias=self.project_out.bias,
         )
 

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from learnable_fusion_loss._checks import check_image, check_same_shape
-from learnable_fusion_loss.registry import MODELS
+from learnable_fusion_loss.registry import MODELS, build_module
 
 __all__ = ["WeightedSumFusion", "SourceBaselineFusion", "BASELINE_RULES"]
 
@@ -51,7 +51,7 @@ class WeightedSumFusion(nn.Module):
         self.uses_generator = weight_net is None
         self._generator: list[nn.Module] = []  # a list: nn.Module would register G as ours
         if weight_net is not None:
-            self.weight_net = MODELS.build(dict(weight_net)) if isinstance(weight_net, Mapping) else weight_net
+            self.weight_net = build_module(weight_net)
 
     def bind_generator(self, generator: nn.Module) -> None:
         """Use ``generator``'s weights (only for ``weight_net=None``; else a no-op)."""
