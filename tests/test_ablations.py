@@ -93,7 +93,7 @@ def test_ablation1_keeps_g_fixed_at_one_half(run):
     for phase, data in r.iterations(3):
         assert phase == "fusion"
         stats = r.step(data)
-        batch = r.batch(data["inputs"])
+        batch = r.batch(data.inputs)
         weights = r.model.loss.generate(batch.a, batch.b)
         assert torch.equal(weights, torch.full_like(weights, 0.5))
         assert stats["w_ir"] == stats["w_vis"] == 0.5
@@ -105,7 +105,7 @@ def test_ablation2_gradient_term_contributes_nothing(run):
     r2, full = run("ablation2_no_gradient_loss_msrsdet_mini.py"), run(METHOD)
     full.model.generator.load_state_dict(r2.model.generator.state_dict())
     (_, data), = [it for it in r2.iterations(r2.plan.meta_steps + 1) if it[0] == "fusion"]
-    batch = r2.batch(data["inputs"])
+    batch = r2.batch(data.inputs)
     fused = r2.model.fusion_net(batch.a, batch.b).detach().requires_grad_()
     out2 = r2.model.loss(fused, batch.a, batch.b)
     out_full = full.model.loss(fused, batch.a, batch.b)
@@ -124,7 +124,7 @@ def test_ablation3_task_loss_alone_moves_f(run):
         r.model.loss.alpha = 0.0
         learner = r.model.bind_optimizers(r.optim)
         (_, data), = [it for it in r.iterations(r.plan.meta_steps + 1) if it[0] == "fusion"]
-        batch = r.batch(data["inputs"])
+        batch = r.batch(data.inputs)
         zero = torch.zeros(batch.a.shape[0], 2, *batch.a.shape[-2:])
         f0 = snapshot(r.model.fusion_net)
         stats = learner.fusion_step(batch, loss_params=zero, train_task=False)
@@ -142,7 +142,7 @@ def test_ablation4_f_keeps_its_look_ahead_step_and_g_gets_the_methods_updates(ru
     (phase, data), = r4.iterations(1)
     model = r4.model
     learner = model.bind_optimizers(r4.optim)
-    meta_train = r4.batch(data["meta_train"])
+    meta_train = r4.batch(data.meta_train)
     # θ' = θ − η ∇_θ L_f(F_θ(tr); G_φ(tr)) with G's weights *before* its outer step.
     params = [p for p in model.fusion_net.parameters() if p.requires_grad]
     out = model.loss(model.fusion_net(meta_train.a, meta_train.b), meta_train.a, meta_train.b,
@@ -168,7 +168,7 @@ def test_ablation5_fuses_with_gs_own_weights(run):
     assert not list(model.fusion_net.parameters()) and "fusion" not in r.optim.keys()
     its = r.iterations(r.plan.meta_steps + 1)
     meta_data = its[0][1]
-    batch = r.batch(meta_data["meta_train"])
+    batch = r.batch(meta_data.meta_train)
     w = model.loss.generate(batch.a, batch.b)
     torch.testing.assert_close(model.fusion_net(batch.a, batch.b), w[:, :1] * batch.a + w[:, 1:] * batch.b,
                                rtol=0, atol=1e-6)
@@ -187,7 +187,7 @@ def test_ablation5_weight_net_reading_has_its_own_weights(run):
     fusion = r.model.fusion_net
     assert fusion.weight_net is not r.model.generator and list(fusion.parameters())
     (_, data), = [it for it in r.iterations(r.plan.meta_steps + 1) if it[0] == "fusion"]
-    batch = r.batch(data["inputs"])
+    batch = r.batch(data.inputs)
     w = fusion.weight_net(batch.a, batch.b)
     torch.testing.assert_close(fusion(batch.a, batch.b), w[:, :1] * batch.a + w[:, 1:] * batch.b,
                                rtol=0, atol=1e-6)
@@ -202,7 +202,7 @@ def test_baselines_fuse_by_their_rule_and_train_only_t(run, name, rule):
     r, full = run(f"baseline_{name}_msrsdet_mini.py"), run(METHOD)
     assert len(r.plan) == full.plan.fusion_steps and r.plan.meta_steps == 0  # T: the method's steps
     (phase, data), = r.iterations(1)
-    batch = r.batch(data["inputs"])
+    batch = r.batch(data.inputs)
     assert torch.equal(r.model.fusion_net(batch.a, batch.b), rule(batch.a, batch.b))
     t0 = snapshot(r.model.task_module)
     r.step(data)

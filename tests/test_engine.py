@@ -223,10 +223,24 @@ def test_iterate_from_the_middle_gives_the_same_samples():
     assert [idx for idx, _, _ in tail] == [3, 4, 5]
     for (i, pa, da), (j, pb, db) in zip(full[3:], tail, strict=True):
         assert (i, pa) == (j, pb)
-        assert torch.equal(da["inputs"]["ir"], db["inputs"]["ir"])  # same random crop
-        assert torch.equal(torch.stack(da["inputs"]["crop"]), torch.stack(db["inputs"]["crop"]))
-    crops = torch.cat([torch.stack(d["inputs"]["crop"], 1) for _, _, d in full[2:]])
+        assert torch.equal(da.inputs["ir"], db.inputs["ir"])  # same random crop
+        assert torch.equal(torch.stack(da.inputs["crop"]), torch.stack(db.inputs["crop"]))
+    crops = torch.cat([torch.stack(d.inputs["crop"], 1) for _, _, d in full[2:]])
     assert len({tuple(c) for c in crops.tolist()}) > 1  # the crops really are random
+
+
+def test_the_loop_hands_the_model_iteration_data():
+    from learnable_fusion_loss.engine import IterationData
+
+    plan = make_plan(n=12, meta_steps=2, fusion_steps=4)
+    items = [d for _, _, d in plan.iterate(epoch=0)]
+    assert all(isinstance(d, IterationData) for d in items)
+    assert [d.phase for d in items] == ["meta"] * 2 + ["fusion"] * 4
+    assert items[0].meta_train is not None and items[0].inputs is None and items[0].batch is items[0].meta_train
+    with pytest.raises(ValueError, match="phase 'fusion' needs inputs"):
+        IterationData("fusion", meta_train={}, meta_test={})
+    with pytest.raises(ValueError, match=r"unknown iteration data keys \['input'\]"):
+        IterationData.of({"phase": "fusion", "input": {}})
 
 
 # -------------------------------------------------------------------- model

@@ -71,7 +71,7 @@ def test_warmup_plan_precedes_the_epochs_and_is_validated():
     # The epochs themselves are unchanged by the warm-up.
     assert repr(warm.plan(0)) == repr(plan.plan(0))
     data = [d for _, _, d in warm.iterate_warmup(5)]
-    assert [d["phase"] for d in data] == ["task_warmup"] * 2 and data[0]["source"] == "max"
+    assert [d.phase for d in data] == ["task_warmup"] * 2 and data[0].source == "max"
     with pytest.raises(ValueError, match="fusion_warmup_steps"):
         EpochPlan(loader, 2, 3, "phased", seed=7, fusion_warmup_steps=-1)
     with pytest.raises(ValueError, match="task_warmup_source"):

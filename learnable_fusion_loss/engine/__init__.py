@@ -27,7 +27,8 @@ from .hooks import (
     fusion_panel,
 )
 from .loops import SCHEDULES, EpochPlan, IterationPlan, MetaFusionTrainLoop, SeededSamples
-from .model import DEFAULT_DATA_KEYS, PHASES, MetaFusionModel
+from .iteration import PHASES, IterationData
+from .model import DEFAULT_DATA_KEYS, MetaFusionModel
 from .optim import MultiModuleOptimWrapperConstructor
 from .parallel import GradientAveragingWrapper
 
@@ -42,6 +43,7 @@ __all__ = [
     "GradientAveragingWrapper",
     "DEFAULT_DATA_KEYS",
     "PHASES",
+    "IterationData",
     "MetaFusionTrainLoop",
     "EpochPlan",
     "IterationPlan",

@@ -34,6 +34,7 @@ from torch import Tensor
 
 from .._random import capture_rng_state, restore_rng_state
 from ..registry import HOOKS
+from .iteration import IterationData
 
 __all__ = [
     "ATOMIC_BACKEND",
@@ -345,7 +346,7 @@ class FusionVisualizationHook(Hook):
         due = self.every_n_train_iters(runner, self.interval) or (self.draw_first and runner.iter == 0)
         if not due or not is_main_process():
             return
-        batch = data_batch.get("inputs", data_batch.get("meta_train"))
+        batch = IterationData.of(data_batch).batch
         model = self._model(runner)
         fused_batch = model.preprocess(batch, False)
         a, b = fused_batch.a[: self.max_samples], fused_batch.b[: self.max_samples]

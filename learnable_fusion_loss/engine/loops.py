@@ -50,6 +50,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .._random import seeded_rng
 from ..registry import LOOPS
+from .iteration import IterationData
 
 __all__ = ["MetaFusionTrainLoop", "EpochPlan", "IterationPlan", "SeededSamples", "SCHEDULES"]
 
@@ -294,11 +295,11 @@ class EpochPlan:
         for offset, plan in enumerate(plans):
             loaded = [next(stream) for _ in plan.batches]
             if plan.phase == "task_warmup":
-                data = {"phase": plan.phase, "inputs": loaded[0], "source": self.task_warmup_source}
+                data = IterationData(plan.phase, inputs=loaded[0], source=self.task_warmup_source)
             elif plan.phase in ("fusion", "fusion_warmup"):
-                data = {"phase": plan.phase, "inputs": loaded[0]}
+                data = IterationData(plan.phase, inputs=loaded[0])
             else:
-                data = {"phase": plan.phase, "meta_train": loaded[0], "meta_test": loaded[1]}
+                data = IterationData(plan.phase, meta_train=loaded[0], meta_test=loaded[1])
             yield start + offset, plan.phase, data
 
 

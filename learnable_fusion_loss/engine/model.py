@@ -12,14 +12,15 @@ step, T', hypergradient, outer step, fusion step) lives there; this module only
 * returns log variables with readable names (``w_ir``/``w_vis`` …) and
 * produces per-sample test outputs (fused image, weight maps, task prediction).
 
-A training iteration receives one of three data dicts from
-:class:`~learnable_fusion_loss.engine.loops.MetaFusionTrainLoop`::
+A training iteration receives an :class:`~learnable_fusion_loss.engine.IterationData`
+from :class:`~learnable_fusion_loss.engine.loops.MetaFusionTrainLoop` (a dict with the
+same fields is accepted too)::
 
-    {"phase": "meta",        "meta_train": batch, "meta_test": batch}   # updates G
-    {"phase": "fusion",      "inputs": batch}                           # updates F, T
-    {"phase": "interleaved", "meta_train": batch, "meta_test": batch}   # G; F keeps θ'; T
-    {"phase": "fusion_warmup", "inputs": batch}                         # F only, ½–½ loss
-    {"phase": "task_warmup", "inputs": batch, "source": "both"}        # T only
+    IterationData("meta", meta_train=batch, meta_test=batch)         # updates G
+    IterationData("fusion", inputs=batch)                            # updates F, T
+    IterationData("interleaved", meta_train=batch, meta_test=batch)  # G; F keeps θ'; T
+    IterationData("fusion_warmup", inputs=batch)                     # F only, ½–½ loss
+    IterationData("task_warmup", inputs=batch, source="both")        # T only
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from ..meta import FusionBatch, MetaLossLearner, NonFiniteGuard, task_warmup_ste
 from ..meta.warmup import guarded_task_step
 from ..registry import MODELS, build_module
 from ..tasks.base import CallableTask, TaskAdapter
+from .iteration import PHASES, IterationData
 from .optim import ClipBeforeStep, MultiModuleOptimWrapperConstructor, StepCounter, check_wrapper
 from .parallel import GradientAveragingWrapper
 from .samples import per_sample_fields, sample_of, split_target
@@ -65,7 +67,6 @@ DEFAULT_DATA_KEYS: dict[str, str | list[str]] = {
     "task_b": "vi_task",
 }
 
-PHASES: tuple[str, ...] = ("meta", "fusion", "interleaved", "fusion_warmup", "task_warmup")
 
 #: Learner options a config may set (everything but the nets and the optimisers).
 _LEARNER_OPTIONS = (
@@ -360,30 +361,28 @@ class MetaFusionModel(BaseModel):
         return out
 
     # ----------------------------------------------------------------- steps
-    def train_step(self, data: Mapping, optim_wrapper: OptimWrapperDict) -> dict[str, float]:
-        """One iteration of Algorithm 1; see the module docstring for ``data``."""
+    def train_step(self, data: IterationData | Mapping, optim_wrapper: OptimWrapperDict) -> dict[str, float]:
+        """One iteration of Algorithm 1 (:class:`IterationData`, or a dict of its fields)."""
         learner = self.bind_optimizers(optim_wrapper)
         if MessageHub.get_current_instance().get_info("iter") is not None:  # inside a runner
             self.guard.iteration = int(MessageHub.get_current_instance().get_info("iter")) + 1
-        phase = data.get("phase") if isinstance(data, Mapping) else None
-        if phase not in PHASES:
-            raise ValueError(f"data['phase'] must be one of {PHASES}, got {phase!r}")
+        item = IterationData.of(data)
+        phase = item.phase
         if phase == "task_warmup":
-            batch = self.preprocess(data["inputs"], True)
-            return self._rename(task_warmup_step(
-                self.task, self.fusion_net, batch, data.get("source", "both"), self.guard))
+            batch = self.preprocess(item.inputs, True)
+            return self._rename(task_warmup_step(self.task, self.fusion_net, batch, item.source, self.guard))
         if learner is None:
             if phase != "fusion":
                 raise RuntimeError(
                     f"a fixed fusion net (no parameters) has no {phase} phase: set meta_steps=0"
                     + (" and fusion_warmup_steps=0" if phase == "fusion_warmup" else ""))
-            return self._rename(self._task_only_step(self.preprocess(data["inputs"], True)))
+            return self._rename(self._task_only_step(self.preprocess(item.inputs, True)))
         if phase == "fusion_warmup":
-            return self._rename(learner.fusion_warmup_step(self.preprocess(data["inputs"], True)))
+            return self._rename(learner.fusion_warmup_step(self.preprocess(item.inputs, True)))
         if phase == "fusion":
-            return self._rename(learner.fusion_step(self.preprocess(data["inputs"], True)))
-        meta_train = self.preprocess(data["meta_train"], True)
-        meta_test = self.preprocess(data["meta_test"], True)
+            return self._rename(learner.fusion_step(self.preprocess(item.inputs, True)))
+        meta_train = self.preprocess(item.meta_train, True)
+        meta_test = self.preprocess(item.meta_test, True)
         return self._rename(learner.meta_step(meta_train, meta_test, update_fusion=phase == "interleaved"))
 
     def _task_only_step(self, batch: FusionBatch) -> dict[str, float]:
