@@ -39,7 +39,6 @@ from torch import Tensor, nn
 
 from ..losses import LearnableLoss
 from ..meta import FusionBatch, MetaLossLearner, NonFiniteGuard, task_warmup_step
-from ..meta.warmup import guarded_task_step
 from ..registry import MODELS, build_module
 from ..tasks.base import CallableTask, TaskAdapter
 from .iteration import PHASES, IterationData
@@ -236,13 +235,14 @@ class MetaFusionModel(BaseModel):
         return {"fusion": self.fusion_net, "generator": self.generator, "task": self.task_module}
 
     # -------------------------------------------------------------- learner
-    def bind_optimizers(self, optim_wrapper: OptimWrapperDict) -> MetaLossLearner | None:
+    def bind_optimizers(self, optim_wrapper: OptimWrapperDict) -> MetaLossLearner:
         """Build (or reuse) the learner on the optimisers of ``optim_wrapper``.
 
         ``fusion`` is required; ``generator`` is required when G has trainable
         parameters and ``outer_step='adam'``; ``task`` is handed to the adapter
         (its ``optimizer`` attribute) so T's optimiser is checkpointed with the rest.
-        A fusion net without trainable parameters needs no learner (returns None).
+        A fixed rule (neither F nor G has trainable parameters) gets a learner too: its
+        fusion step is T's step on the rule's output (there is nothing to meta-learn).
         """
         if self._bound_optim_wrapper is optim_wrapper:
             return self._learner
@@ -269,11 +269,6 @@ class MetaFusionModel(BaseModel):
                 "entry, which replaces the adapter's optimiser: set T's optimiser in one place "
                 "(optim_wrapper.task, or the adapter's arguments with optim_wrapper.task=None)")
         has_generator_params = any(p.requires_grad for p in self.generator.parameters())
-        if not self.fusion_trainable and not has_generator_params:
-            if "task" in optim_wrapper:
-                self._bind_task_optimizer(optim_wrapper)
-            self._bound_optim_wrapper = optim_wrapper
-            return None
         if self.fusion_trainable and "fusion" not in optim_wrapper:
             raise KeyError("optim_wrapper has no 'fusion' entry (F's optimiser)")
         outer_step = self.learner_cfg.get("outer_step", "adam")
@@ -371,12 +366,10 @@ class MetaFusionModel(BaseModel):
         if phase == "task_warmup":
             batch = self.preprocess(item.inputs, True)
             return self._rename(task_warmup_step(self.task, self.fusion_net, batch, item.source, self.guard))
-        if learner is None:
-            if phase != "fusion":
-                raise RuntimeError(
-                    f"a fixed fusion net (no parameters) has no {phase} phase: set meta_steps=0"
-                    + (" and fusion_warmup_steps=0" if phase == "fusion_warmup" else ""))
-            return self._rename(self._task_only_step(self.preprocess(item.inputs, True)))
+        if phase != "fusion" and not (learner.fusion_params or learner.generator_params):
+            raise RuntimeError(
+                f"a fixed fusion net (no parameters) has no {phase} phase: set meta_steps=0"
+                + (" and fusion_warmup_steps=0" if phase == "fusion_warmup" else ""))
         if phase == "fusion_warmup":
             return self._rename(learner.fusion_warmup_step(self.preprocess(item.inputs, True)))
         if phase == "fusion":
@@ -384,19 +377,6 @@ class MetaFusionModel(BaseModel):
         meta_train = self.preprocess(item.meta_train, True)
         meta_test = self.preprocess(item.meta_test, True)
         return self._rename(learner.meta_step(meta_train, meta_test, update_fusion=phase == "interleaved"))
-
-    def _task_only_step(self, batch: FusionBatch) -> dict[str, float]:
-        """Fixed fusion rule: log its L_f, train T on its output."""
-        with torch.no_grad():
-            output = self.loss(self.fusion_net(batch.a, batch.b), batch.a, batch.b)
-            fused_task = self.fusion_net(*batch.task_sources)
-        stats = {k: float(v) for k, v in output.terms.items()}
-        stats["loss_fusion"] = stats.pop("loss")
-        stats.update(guarded_task_step(self.task, fused_task, batch.target, self.guard))
-        if output.params is not None:
-            means = output.params.mean(dim=(0, 2, 3))
-            stats.update({f"weight_{i}": float(m) for i, m in enumerate(means)})
-        return stats
 
     @torch.no_grad()
     def fuse(self, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
