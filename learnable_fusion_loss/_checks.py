@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import Tensor
 
@@ -33,3 +35,14 @@ def check_same_shape(**tensors: Tensor) -> None:
     if len(set(shapes.values())) > 1:
         listed = ", ".join(f"{n}={s}" for n, s in shapes.items())
         raise ValueError(f"shape mismatch between sources: {listed}")
+
+
+def all_finite(tensors: Iterable[Tensor | None]) -> bool:
+    """True when every given tensor (``None`` entries ignored) holds only finite values.
+
+    >>> import torch
+    >>> all_finite([torch.ones(2), None]), all_finite([torch.tensor([1.0, float("nan")])])
+    (True, False)
+    """
+    flags = [torch.isfinite(t.detach()).all() for t in tensors if t is not None]
+    return bool(torch.stack(flags).all()) if flags else True  # one sync, not one per tensor

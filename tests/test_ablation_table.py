@@ -6,21 +6,19 @@ as a finished run leaves them, and the table is rebuilt from them.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+
+from _scripts import load_script
 
 TOOL = Path(__file__).resolve().parents[1] / "projects" / "tdfusion" / "tools" / "ablation_table.py"
 
 
 @pytest.fixture(scope="module")
 def table_tool():
-    spec = importlib.util.spec_from_file_location("ablation_table", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(TOOL, "ablation_table")
 
 
 def _metrics(tool, **over: float) -> dict:

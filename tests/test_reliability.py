@@ -23,6 +23,8 @@ from PIL import Image
 from learnable_fusion_loss.apis import load_fusion_network
 from learnable_fusion_loss.compat import load_weights_only
 
+from _scripts import load_script
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "projects/tdfusion/configs/tdfusion_yolov8_msrsdet_mini.py"
 TRAIN_OPTIONS = [
@@ -320,9 +322,7 @@ def test_a_full_disk_during_training_names_the_checkpoint(tmp_path: Path, data_r
 
     if importlib.util.find_spec("ultralytics") is None:
         pytest.skip("ultralytics is not installed (task backend of the detection mini config)")
-    spec = importlib.util.spec_from_file_location("_train_tool", REPO_ROOT / "tools" / "train.py")
-    train = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train)
+    train = load_script(REPO_ROOT / "tools" / "train.py", "_train_tool")
     from learnable_fusion_loss.engine import hooks
 
     def full_disk(fd: int) -> None:

@@ -10,7 +10,6 @@ pairs keep every run to a few seconds.
 from __future__ import annotations
 
 import errno
-import importlib.util
 import json
 import os
 import shutil
@@ -28,6 +27,8 @@ from PIL import Image
 
 from learnable_fusion_loss.datasets import find_pairs
 from learnable_fusion_loss.models import ReFusionNet
+
+from _scripts import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 FUSE = REPO / "tools" / "fuse.py"
@@ -53,10 +54,7 @@ def _last_error(done: subprocess.CompletedProcess) -> str:
 
 def _tool_module(path: Path) -> ModuleType:
     """A tool imported in-process, so a fault can be injected into it."""
-    spec = importlib.util.spec_from_file_location(f"_tool_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(path)
 
 
 def _png_header_only(path: Path, width: int, height: int) -> None:

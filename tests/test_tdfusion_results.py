@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 
 import pytest
+
+from _scripts import load_script
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "tdfusion_results.py"
 
 
 @pytest.fixture(scope="module")
 def results_tool():
-    spec = importlib.util.spec_from_file_location("tdfusion_results", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(TOOL, "tdfusion_results")
 
 
 def _run(values: dict[str, float]) -> dict[str, dict[str, float]]:

@@ -159,11 +159,18 @@ def fuse_tensors(
         raise ValueError(
             f"fusion network returned shape {tuple(fused.shape)} for inputs {tuple(a.shape)}"
         )
-    if normalize == "minmax":
-        low = fused.amin(dim=(-2, -1), keepdim=True)
-        high = fused.amax(dim=(-2, -1), keepdim=True)
-        fused = (fused - low) / (high - low).clamp_min(1e-12)
-    return fused.clamp(0.0, 1.0)
+    return stretch(fused) if normalize == "minmax" else fused.clamp(0.0, 1.0)
+
+
+def stretch(fused: Tensor) -> Tensor:
+    """Each image of ``[B, C, H, W]`` min-max stretched to ``[0, 1]`` (``normalize="minmax"``).
+
+    >>> stretch(torch.tensor([[[[2.0, 3.0, 4.0]]]]))
+    tensor([[[[0.0000, 0.5000, 1.0000]]]])
+    """
+    low = fused.amin(dim=(-2, -1), keepdim=True)
+    high = fused.amax(dim=(-2, -1), keepdim=True)
+    return ((fused - low) / (high - low).clamp_min(1e-12)).clamp(0.0, 1.0)
 
 
 def fuse_chroma(chroma_a: Tensor, chroma_b: Tensor) -> Tensor:

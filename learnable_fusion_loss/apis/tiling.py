@@ -92,7 +92,7 @@ def fuse_tiled(
     >>> torch.allclose(fuse_tiled(net, a, b, tile=8, overlap=1), fuse_tensors(net, a, b))
     True
     """
-    from .inference import fuse_tensors  # the whole-window pass (inference imports this module)
+    from .inference import fuse_tensors, stretch  # inference imports this module
 
     check_image("a", a, channels=1)
     check_image("b", b, channels=1)
@@ -104,8 +104,4 @@ def fuse_tiled(
         part = fuse_tensors(net, a[(..., *window)], b[(..., *window)], pad_multiple=pad_multiple)
         target = fused[(..., *window)]
         target[(..., *core)] = part[(..., *core)].to(fused)
-    if normalize == "minmax":
-        low = fused.amin(dim=(-2, -1), keepdim=True)
-        high = fused.amax(dim=(-2, -1), keepdim=True)
-        fused = ((fused - low) / (high - low).clamp_min(1e-12)).clamp(0.0, 1.0)
-    return fused
+    return stretch(fused) if normalize == "minmax" else fused

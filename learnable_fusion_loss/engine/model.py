@@ -38,7 +38,7 @@ from mmengine.optim import OptimWrapperDict
 from torch import Tensor, nn
 
 from ..losses import LearnableLoss
-from ..meta import FusionBatch, MetaLossLearner, NonFiniteGuard, task_warmup_step
+from ..meta import FusionBatch, MetaLossLearner, NonFiniteGuard
 from ..registry import MODELS, build_module
 from ..tasks.base import CallableTask, TaskAdapter
 from .iteration import PHASES, IterationData
@@ -359,13 +359,13 @@ class MetaFusionModel(BaseModel):
     def train_step(self, data: IterationData | Mapping, optim_wrapper: OptimWrapperDict) -> dict[str, float]:
         """One iteration of Algorithm 1 (:class:`IterationData`, or a dict of its fields)."""
         learner = self.bind_optimizers(optim_wrapper)
-        if MessageHub.get_current_instance().get_info("iter") is not None:  # inside a runner
-            self.guard.iteration = int(MessageHub.get_current_instance().get_info("iter")) + 1
+        runner_iter = MessageHub.get_current_instance().get_info("iter")  # None outside a runner
+        if runner_iter is not None:
+            self.guard.iteration = int(runner_iter) + 1  # as the log counts
         item = IterationData.of(data)
         phase = item.phase
         if phase == "task_warmup":
-            batch = self.preprocess(item.inputs, True)
-            return self._rename(task_warmup_step(self.task, self.fusion_net, batch, item.source, self.guard))
+            return self._rename(learner.task_warmup_step(self.preprocess(item.inputs, True), item.source))
         if phase != "fusion" and not (learner.fusion_params or learner.generator_params):
             raise RuntimeError(
                 f"a fixed fusion net (no parameters) has no {phase} phase: set meta_steps=0"

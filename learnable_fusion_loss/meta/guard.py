@@ -12,27 +12,15 @@ one phase mean training has diverged: the guard raises :class:`NonFiniteError`.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
-import torch
-from torch import Tensor
+from .._checks import all_finite  # re-exported: the guard's callers test tensors with it
 
 __all__ = ["NonFiniteError", "NonFiniteGuard", "all_finite"]
 
 
 class NonFiniteError(RuntimeError):
     """Training stopped: too many consecutive non-finite steps in one phase."""
-
-
-def all_finite(tensors: Iterable[Tensor | None]) -> bool:
-    """True when every given tensor (``None`` entries ignored) holds only finite values.
-
-    >>> import torch
-    >>> all_finite([torch.ones(2), None]), all_finite([torch.tensor([1.0, float("nan")])])
-    (True, False)
-    """
-    flags = [torch.isfinite(t.detach()).all() for t in tensors if t is not None]
-    return bool(torch.stack(flags).all()) if flags else True  # one sync, not one per tensor
 
 
 class NonFiniteGuard:

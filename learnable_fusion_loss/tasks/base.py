@@ -25,6 +25,8 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
+from .._checks import all_finite
+
 
 @runtime_checkable
 class TaskAdapter(Protocol):
@@ -91,9 +93,7 @@ def finite_step(optimizer: torch.optim.Optimizer, loss: Tensor) -> bool:
     applied = bool(torch.isfinite(loss.detach()).all())
     if applied:
         loss.backward()
-        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        flags = [torch.isfinite(g).all() for g in grads]
-        applied = bool(torch.stack(flags).all()) if flags else True
+        applied = all_finite(p.grad for group in optimizer.param_groups for p in group["params"])
         if applied:
             optimizer.step()
     optimizer.zero_grad(set_to_none=True)
