@@ -42,9 +42,9 @@ def test_intensity_hand_computed():
     b = _t(np.array([[0.0, 0.0]]))
     w = torch.tensor([[[[0.25, 0.5]], [[0.75, 0.5]]]], dtype=torch.float64)
     # paper: pixel 1: 0.25·1 + 0.75·0, pixel 2: 0.5·0 + 0.5·1 → mean(0.25, 0.5)
-    assert intensity_loss(fused, a, b, weights=w).item() == pytest.approx(0.375, abs=1e-15)
+    assert intensity_loss(fused, a, b, weight_maps=w).item() == pytest.approx(0.375, abs=1e-15)
     # official: mean((w_a(a-f))²) + mean((w_b(b-f))²) = mean(1/16, 0) + mean(0, 1/4)
-    official = intensity_loss(fused, a, b, weights=w, form="official").item()
+    official = intensity_loss(fused, a, b, weight_maps=w, form="public").item()
     assert official == pytest.approx(0.03125 + 0.125, abs=1e-15)
 
 
@@ -79,13 +79,13 @@ def test_terms_match_loop_reference(padding: str):
     tw = torch.from_numpy(w)[None]
     F, A, B = _t(f), _t(a), _t(b)
     kw = dict(padding=padding)
-    assert gradient_loss(F, A, B, form="magnitude", **kw).item() == pytest.approx(expected_mag, rel=1e-12)
-    assert gradient_loss(F, A, B, form="axis", **kw).item() == pytest.approx(expected_axis, rel=1e-12)
-    assert intensity_loss(F, A, B, weights=tw).item() == pytest.approx(expected_paper, rel=1e-12)
-    assert intensity_loss(F, A, B, weights=tw, form="official").item() == pytest.approx(
+    assert gradient_loss(F, A, B, form="paper", **kw).item() == pytest.approx(expected_mag, rel=1e-12)
+    assert gradient_loss(F, A, B, form="public", **kw).item() == pytest.approx(expected_axis, rel=1e-12)
+    assert intensity_loss(F, A, B, weight_maps=tw).item() == pytest.approx(expected_paper, rel=1e-12)
+    assert intensity_loss(F, A, B, weight_maps=tw, form="public").item() == pytest.approx(
         expected_official, rel=1e-12
     )
-    total = fusion_loss(F, A, B, weights=tw, alpha=0.7, padding=padding)
+    total = fusion_loss(F, A, B, weight_maps=tw, alpha=0.7, padding=padding)
     assert total["loss"].item() == pytest.approx(expected_paper + 0.7 * expected_mag, rel=1e-12)
 
 
@@ -93,8 +93,8 @@ def test_axis_form_tie_goes_to_first_source():
     a = _t(np.array([[0.0, 1.0, 0.0]]))
     b = -a  # |∂x| equal everywhere, signs opposite: the first source wins
     fused = a.clone()
-    assert gradient_loss(fused, a, b, form="axis").item() == 0.0
-    assert gradient_loss(b.clone(), a, b, form="axis").item() > 0.0
+    assert gradient_loss(fused, a, b, form="public").item() == 0.0
+    assert gradient_loss(b.clone(), a, b, form="public").item() > 0.0
 
 
 def test_generated_weights_sum_to_one():
@@ -145,8 +145,8 @@ def test_non_finite_input_names_the_argument():
     bad[0, 0, 1, 1] = float("nan")
     with pytest.raises(ValueError, match="b contains NaN or Inf"):
         loss(a.clone(), a, bad)
-    with pytest.raises(ValueError, match=r"weights must have shape"):
-        intensity_loss(a, a, a, weights=torch.rand(1, 3, 4, 4))
+    with pytest.raises(ValueError, match=r"weight_maps must have shape"):
+        intensity_loss(a, a, a, weight_maps=torch.rand(1, 3, 4, 4))
     with pytest.raises(ValueError, match="alpha"):
         LearnableFusionLoss(ConstantWeights(), alpha=-1)
 
@@ -162,7 +162,7 @@ def test_bad_padding_is_refused_when_the_loss_is_built(padding):
     a = torch.rand(1, 1, 6, 6)
     weights = torch.full((1, 2, 6, 6), 0.5)
     with pytest.raises(ValueError, match=message):  # the term skips the gradient, not the check
-        fusion_loss(a, a, a, weights=weights, alpha=0.0, padding=padding)
+        fusion_loss(a, a, a, weight_maps=weights, alpha=0.0, padding=padding)
     with pytest.raises(ValueError, match=message):
         gradient_loss(a, a, a, padding=padding)
 
@@ -189,3 +189,19 @@ def test_the_default_generator_is_never_silently_missing(monkeypatch):
     monkeypatch.delitem(sys.modules, "learnable_fusion_loss.generators")
     with pytest.raises(ModuleNotFoundError, match="tdfusion_lpn"):
         importlib.import_module("learnable_fusion_loss.generators")
+
+
+@pytest.mark.parametrize("argument, old, new", [
+    ("intensity_form", "official", "public"),
+    ("gradient_form", "axis", "public"),
+    ("gradient_form", "magnitude", "paper"),
+])
+def test_renamed_forms_fail_naming_the_new_name(argument: str, old: str, new: str) -> None:
+    from learnable_fusion_loss.generators import ConstantWeights
+    from learnable_fusion_loss.losses import LearnableFusionLoss
+
+    with pytest.raises(ValueError, match=f"{argument} '{old}' was renamed '{new}'"):
+        LearnableFusionLoss(ConstantWeights(), **{argument: old})
+    a = torch.rand(1, 1, 4, 4)
+    with pytest.raises(ValueError, match=f"{argument} '{old}' was renamed '{new}'"):
+        fusion_loss(a, a, a, weight_maps=torch.full((1, 2, 4, 4), 0.5), **{argument: old})

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from .._checks import check_image, check_same_shape
 from ..registry import MODELS, build_module
-from .terms import GradientForm, IntensityForm, Padding, check_padding, fusion_loss
+from .terms import Form, Padding, check_form, check_padding, fusion_loss
 
 #: ``criterion(output, inputs, params) -> {"loss": scalar, <term>: scalar, ...}``
 Criterion = Callable[[Tensor, tuple[Tensor, ...], Tensor], dict[str, Tensor]]
@@ -85,18 +85,19 @@ class LearnableLoss(nn.Module):
 
 @MODELS.register_module()
 class LearnableFusionLoss(LearnableLoss):
-    """TDFusion's learnable fusion loss ``L_f = L_int(w) + α L_grad`` (eqs. 1–3).
+    """A learnable fusion loss ``L_f = L_int(w) + α L_grad`` with G's weight maps ``w``.
 
     G maps the two sources to per-pixel softmax weights ``w_a + w_b = 1``; the
     intensity term pulls the fused image towards each source in proportion to its
     weight, and the gradient term keeps the stronger Sobel texture.
 
     Args:
-        generator: G (default :class:`~learnable_fusion_loss.generators.TDFusionLPN`
-            is built by the caller; any module ``(a, b) -> [B, 2, H, W]`` works).
+        generator: G, any module ``(a, b) -> [B, 2, H, W]`` (weight maps that sum
+            to one over the two sources), or its registry config.
         alpha: weight of the gradient term (paper: 1).
-        intensity_form: ``"paper"`` (default) or ``"official"`` (squared weights).
-        gradient_form: ``"magnitude"`` (default) or ``"axis"`` (public code).
+        intensity_form: ``"paper"`` (default) or ``"public"`` (squared weights).
+        gradient_form: ``"paper"`` (default, Sobel magnitude) or ``"public"`` (per axis);
+            see :mod:`learnable_fusion_loss.losses.terms`.
         padding: Sobel border, ``"zeros"`` as in the public code, or ``"replicate"``
             (any other value is refused here, when the loss is built).
 
@@ -113,16 +114,14 @@ class LearnableFusionLoss(LearnableLoss):
         self,
         generator: nn.Module | dict,
         alpha: float = 1.0,
-        intensity_form: IntensityForm = "paper",
-        gradient_form: GradientForm = "magnitude",
+        intensity_form: Form = "paper",
+        gradient_form: Form = "paper",
         padding: Padding = "zeros",
     ) -> None:
         if alpha < 0:
             raise ValueError(f"alpha must be >= 0, got {alpha}")
-        if intensity_form not in ("paper", "official"):
-            raise ValueError(f"intensity_form must be 'paper' or 'official', got {intensity_form!r}")
-        if gradient_form not in ("magnitude", "axis"):
-            raise ValueError(f"gradient_form must be 'magnitude' or 'axis', got {gradient_form!r}")
+        check_form(intensity_form, "intensity_form")
+        check_form(gradient_form, "gradient_form")
         # Validated here rather than at the first forward: a config with a typo must
         # fail when it is built, and with alpha=0 the padding would never be used.
         self.padding = check_padding(padding)
@@ -131,11 +130,11 @@ class LearnableFusionLoss(LearnableLoss):
         self.gradient_form = gradient_form
         super().__init__(generator, self._criterion)
 
-    def _criterion(self, fused: Tensor, sources: tuple[Tensor, ...], weights: Tensor) -> dict:
+    def _criterion(self, fused: Tensor, sources: tuple[Tensor, ...], weight_maps: Tensor) -> dict:
         return fusion_loss(
             fused,
             *sources,
-            weights=weights,
+            weight_maps=weight_maps,
             alpha=self.alpha,
             intensity_form=self.intensity_form,
             gradient_form=self.gradient_form,

@@ -1,10 +1,13 @@
-"""TDFusion's fusion-loss terms (paper eqs. 1–3) as functions on ``[B, 1, H, W]`` tensors.
+"""A weighted-intensity and a max-gradient fusion loss as functions on ``[B, 1, H, W]`` tensors.
 
-Each term has the paper's form (the default) and the public code's form
-(HaowenBai/TDFusion ``utils.py``) as an option. The differences:
+``L_f = L_int(w) + α · L_grad``, with per-pixel weight maps ``w`` over the sources
+(for a learnable loss, a generator's softmax output). Each term has two forms:
+``form="paper"`` (the default: the equations as published) and ``form="public"``
+(the form of the method's public code, where it differs; a project's README names
+the paper and the code). The differences:
 
 ================  ==============================================  ==============================================
-term              paper (default)                                 public code (``form="official"``/``"axis"``)
+term              paper (default)                                 public code (``form="public"``)
 ================  ==============================================  ==============================================
 intensity         ``mean(Σ_k w_k (I_f − I_k)²)``                  ``Σ_k mean((w_k (I_k − I_f))²)``, i.e. the
                                                                   weights enter **squared**
@@ -29,8 +32,11 @@ from torch import Tensor
 from .._checks import check_image, check_same_shape
 from .._image import sobel_kernels
 
-IntensityForm = Literal["paper", "official"]
-GradientForm = Literal["magnitude", "axis"]
+Form = Literal["paper", "public"]
+#: Both terms' forms, from the ``Form`` type itself.
+FORMS: tuple[str, ...] = get_args(Form)
+#: Earlier spellings -> their name now (refused, with the new name in the message).
+_RENAMED_FORMS = {"official": "public", "axis": "public", "magnitude": "paper"}
 Padding = Literal["zeros", "replicate"]
 
 #: The supported values of every ``padding`` argument, from the ``Padding`` type itself
@@ -98,44 +104,62 @@ def sobel(image: Tensor, padding: Padding = "zeros") -> Tensor:
     return torch.stack((gx, gy), dim=2)
 
 
+def check_form(form: object, name: str = "form") -> Form:
+    """Return ``form`` if it is ``"paper"`` or ``"public"``, else raise ``ValueError``.
+
+    ``name`` is the argument's name in the message (``intensity_form``, ...).
+
+    >>> check_form("public")
+    'public'
+    >>> check_form("official", "intensity_form")
+    Traceback (most recent call last):
+        ...
+    ValueError: intensity_form 'official' was renamed 'public'
+    """
+    if isinstance(form, str) and form in _RENAMED_FORMS:
+        raise ValueError(f"{name} {form!r} was renamed {_RENAMED_FORMS[form]!r}")
+    if not isinstance(form, str) or form not in FORMS:
+        raise ValueError(f"{name} must be one of {FORMS}, got {form!r}")
+    return form
+
+
 def intensity_loss(
-    fused: Tensor, *sources: Tensor, weights: Tensor, form: IntensityForm = "paper"
+    fused: Tensor, *sources: Tensor, weight_maps: Tensor, form: Form = "paper"
 ) -> Tensor:
     """Weighted per-pixel intensity term (paper eq. 2).
 
     Args:
         fused: ``[B, 1, H, W]`` fused image.
         *sources: K source images, each ``[B, 1, H, W]``.
-        weights: ``[B, K, H, W]`` per-pixel weights (for TDFusion, G's softmax
-            output, so they sum to one over K).
-        form: ``"paper"``: ``mean(Σ_k w_k (I_f − I_k)²)``; ``"official"``:
+        weight_maps: ``[B, K, H, W]`` per-pixel weights (for a learnable loss, G's
+            softmax output, so they sum to one over K).
+        form: ``"paper"``: ``mean(Σ_k w_k (I_f − I_k)²)``; ``"public"``:
             ``Σ_k mean((w_k (I_k − I_f))²)`` (the public code's squared weights).
 
     Returns:
         A scalar.
     """
+    check_form(form)
     stacked = _stack_sources(fused, sources)
-    if not isinstance(weights, Tensor) or weights.shape != stacked.shape:
-        got = tuple(weights.shape) if isinstance(weights, Tensor) else type(weights).__name__
-        raise ValueError(f"weights must have shape {tuple(stacked.shape)} ([B, K, H, W]), got {got}")
+    if not isinstance(weight_maps, Tensor) or weight_maps.shape != stacked.shape:
+        got = tuple(weight_maps.shape) if isinstance(weight_maps, Tensor) else type(weight_maps).__name__
+        raise ValueError(f"weight_maps must have shape {tuple(stacked.shape)} ([B, K, H, W]), got {got}")
     squared_error = (fused - stacked).square()
     if form == "paper":
-        return (weights * squared_error).sum(dim=1).mean()
-    if form == "official":
-        return (weights.square() * squared_error).mean(dim=(0, 2, 3)).sum()
-    raise ValueError(f"form must be 'paper' or 'official', got {form!r}")
+        return (weight_maps * squared_error).sum(dim=1).mean()
+    return (weight_maps.square() * squared_error).mean(dim=(0, 2, 3)).sum()
 
 
 def gradient_loss(
-    fused: Tensor, *sources: Tensor, form: GradientForm = "magnitude", padding: Padding = "zeros"
+    fused: Tensor, *sources: Tensor, form: Form = "paper", padding: Padding = "zeros"
 ) -> Tensor:
     """Max-gradient texture term (paper eq. 3) with Sobel derivatives.
 
     Args:
         fused: ``[B, 1, H, W]``.
         *sources: K sources, each ``[B, 1, H, W]``.
-        form: ``"magnitude"`` (paper): ``mean| |∇I_f| − max_k |∇I_k| |`` with
-            ``|∇I| = |∂_x I| + |∂_y I|``; ``"axis"`` (public code): x and y
+        form: ``"paper"``: ``mean| |∇I_f| − max_k |∇I_k| |`` with
+            ``|∇I| = |∂_x I| + |∂_y I|``; ``"public"`` (public code): x and y
             separately, target = the source derivative of larger absolute value
             (ties go to the first source), ``Σ_d mean|∂_d I_f − target_d|``.
         padding: Sobel border handling, see :func:`sobel`.
@@ -144,33 +168,30 @@ def gradient_loss(
         A scalar.
     """
     check_padding(padding)
-    if form not in ("magnitude", "axis"):  # checked before any Sobel work is done
-        raise ValueError(f"form must be 'magnitude' or 'axis', got {form!r}")
+    check_form(form)  # before any Sobel work is done
     stacked = _stack_sources(fused, sources)
     grad_sources = sobel(stacked, padding)  # [B, K, 2, H, W]
     grad_fused = sobel(fused, padding)  # [B, 1, 2, H, W]
-    if form == "magnitude":
+    if form == "paper":
         target = grad_sources.abs().sum(dim=2).amax(dim=1)  # [B, H, W]
         return (grad_fused.abs().sum(dim=2)[:, 0] - target).abs().mean()
-    if form == "axis":
-        # argmax of |g| over sources picks the first maximum on ties, as the public
-        # code's ``>=`` does; gather keeps the sign of the chosen derivative.
-        index = grad_sources.abs().argmax(dim=1, keepdim=True)
-        target = grad_sources.gather(1, index)  # [B, 1, 2, H, W]
-        return (grad_fused - target).abs().mean(dim=(0, 1, 3, 4)).sum()
-    raise ValueError(f"form must be 'magnitude' or 'axis', got {form!r}")
+    # argmax of |g| over sources picks the first maximum on ties, as the public
+    # code's ``>=`` does; gather keeps the sign of the chosen derivative.
+    index = grad_sources.abs().argmax(dim=1, keepdim=True)
+    target = grad_sources.gather(1, index)  # [B, 1, 2, H, W]
+    return (grad_fused - target).abs().mean(dim=(0, 1, 3, 4)).sum()
 
 
 def fusion_loss(
     fused: Tensor,
     *sources: Tensor,
-    weights: Tensor,
+    weight_maps: Tensor,
     alpha: float = 1.0,
-    intensity_form: IntensityForm = "paper",
-    gradient_form: GradientForm = "magnitude",
+    intensity_form: Form = "paper",
+    gradient_form: Form = "paper",
     padding: Padding = "zeros",
 ) -> dict[str, Tensor]:
-    """TDFusion's fusion loss ``L_f = L_int + α L_grad`` (paper eq. 1).
+    """The fusion loss ``L_f = L_int + α L_grad``.
 
     Returns:
         ``{"loss": L_f, "loss_int": L_int, "loss_grad": L_grad}``.
@@ -178,9 +199,9 @@ def fusion_loss(
     # Checked up front: with alpha == 0 the gradient term (and so its padding and
     # form) is never evaluated, and a typo would pass silently.
     check_padding(padding)
-    if gradient_form not in ("magnitude", "axis"):
-        raise ValueError(f"gradient_form must be 'magnitude' or 'axis', got {gradient_form!r}")
-    loss_int = intensity_loss(fused, *sources, weights=weights, form=intensity_form)
+    check_form(intensity_form, "intensity_form")
+    check_form(gradient_form, "gradient_form")
+    loss_int = intensity_loss(fused, *sources, weight_maps=weight_maps, form=intensity_form)
     if alpha == 0:
         loss_grad = torch.zeros((), dtype=fused.dtype, device=fused.device)
     else:
@@ -188,4 +209,4 @@ def fusion_loss(
     return {"loss": loss_int + alpha * loss_grad, "loss_int": loss_int, "loss_grad": loss_grad}
 
 
-__all__ = ["PADDINGS", "check_padding", "sobel", "intensity_loss", "gradient_loss", "fusion_loss"]
+__all__ = ["FORMS", "PADDINGS", "check_form", "check_padding", "sobel", "intensity_loss", "gradient_loss", "fusion_loss"]

@@ -14,7 +14,7 @@ model = dict(
         generator=dict(type='TDFusionLPN'),
         alpha=1.0,
         intensity_form='paper',
-        gradient_form='magnitude'),
+        gradient_form='paper'),
     learner=dict(
         outer_step='adam', inner_optimizer='sgd',
         hypergradient='forward', fusion_task_weight=0.0),

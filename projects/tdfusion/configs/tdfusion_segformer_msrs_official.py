@@ -13,7 +13,7 @@ model = dict(
     # the public SegFormer takes the fused image as it is (1 channel in [0, 1], no
     # (x - mean) / std; README 'The public recipe, line by line')
     task=dict(num_classes=9, mean=[0.0], std=[1.0]),
-    loss=dict(intensity_form='official', gradient_form='axis'),
+    loss=dict(intensity_form='public', gradient_form='public'),
     learner=dict(outer_step='max_norm', outer_lr=1e-4, outer_lr_from_fusion=True,
                  keep_task_optimizer_state=True))
 train_dataloader = dict(batch_size=1, collate_fn=dict(type='collate_paired', swap_modalities=True))
