@@ -178,7 +178,7 @@ def test_integer_moment_metrics_equal_the_two_pass_sums() -> None:
     """SD, SCD, PSNR and CC on integer levels come from exact integer moments; they equal
     the plain two-pass float64 sums over the pixels, NaN (a constant map) included."""
     from learnable_fusion_loss.metrics.levels import to_grey_levels as _levels_of
-    from learnable_fusion_loss.metrics.moments import _pearson, _psnr_levels, _scd_levels, _sd_levels
+    from learnable_fusion_loss.metrics.moments import pearson, psnr_levels, scd_levels, sd_levels
 
     a, b = _smooth_pair(batch=3)
     fused = torch.maximum(a, b)
@@ -187,10 +187,10 @@ def test_integer_moment_metrics_equal_the_two_pass_sums() -> None:
     got = fusion_metrics(fused, a, b, metrics=["SD", "SCD", "PSNR", "CC"])
     lf, la, lb = (_levels_of(x, "x", True) for x in (fused, a, b))
     expected = {
-        "SD": _sd_levels(lf),
-        "SCD": _scd_levels(lf, la, lb),
-        "PSNR": _psnr_levels(lf, la, lb),
-        "CC": _pearson(torch.cat([la, lb], dim=1), lf).mean(-1),
+        "SD": sd_levels(lf),
+        "SCD": scd_levels(lf, la, lb),
+        "PSNR": psnr_levels(lf, la, lb),
+        "CC": pearson(torch.cat([la, lb], dim=1), lf).mean(-1),
     }
     assert torch.isnan(got["SCD"][1]) and torch.isnan(got["CC"][2]) and got["SD"][2] == 0
     for name, value in expected.items():

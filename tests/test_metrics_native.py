@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from learnable_fusion_loss.metrics import fusion_metrics, native
-from learnable_fusion_loss.metrics.filters import _gaussian_1d
+from learnable_fusion_loss.metrics.filters import gaussian_1d
 
 
 def _levels(shape: tuple[int, ...], seed: int) -> torch.Tensor:
@@ -41,7 +41,7 @@ SHAPES = [(2, 2, 40, 37), (1, 1, 17, 17), (1, 2, 23, 8), (3, 1, 30, 24), (1, 2, 
 def test_local_moments_equal_conv2d(compiled_filters: None, shape: tuple[int, ...], taps: int) -> None:
     x = _levels(shape, seed=taps)
     y = _levels((shape[0], 1, *shape[2:]), seed=taps + 1)
-    win = _gaussian_1d(taps, taps / 5.0, x) if taps != 7 else torch.full((7,), 1 / 7, dtype=torch.float64)
+    win = gaussian_1d(taps, taps / 5.0, x) if taps != 7 else torch.full((7,), 1 / 7, dtype=torch.float64)
     mu_x, mu_y, var_x, var_y, cov = native.local_moments(x, y, win)
     ex, ey = _correlate(x, win), _correlate(y, win)
     _close(mu_x, ex, 255.0)
@@ -60,7 +60,7 @@ def test_local_moments_equal_conv2d(compiled_filters: None, shape: tuple[int, ..
 @pytest.mark.parametrize("shape", [(2, 3, 41, 38), (1, 17, 9), (20, 25)])
 def test_filter_valid_equals_strided_conv2d(compiled_filters: None, stride: int, shape: tuple[int, ...]) -> None:
     x = _levels(shape, seed=stride)
-    win = _gaussian_1d(9, 1.8, x)
+    win = gaussian_1d(9, 1.8, x)
     got = native.filter_valid(x, win, stride)
     expected = _correlate(x, win, stride)
     assert got.shape == expected.shape
@@ -71,7 +71,7 @@ def test_strided_views_and_thread_counts_give_identical_values(compiled_filters:
     base = _levels((2, 2, 70, 90), seed=5)
     x = base[:, :, 3:, 5:]  # unit column stride, row stride 90: read in place
     y = _levels((2, 1, 67, 85), seed=6)
-    win = _gaussian_1d(11, 1.5, x)
+    win = gaussian_1d(11, 1.5, x)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -86,7 +86,7 @@ def test_strided_views_and_thread_counts_give_identical_values(compiled_filters:
 
 
 def test_bad_shapes_are_refused_with_sizes(compiled_filters: None) -> None:
-    win = _gaussian_1d(11, 1.5, torch.zeros(1, dtype=torch.float64))
+    win = gaussian_1d(11, 1.5, torch.zeros(1, dtype=torch.float64))
     with pytest.raises(ValueError, match="11x11 window does not fit in 10x40"):
         native.local_moments(_levels((1, 1, 10, 40), 0), _levels((1, 1, 10, 40), 1), win)
     with pytest.raises(ValueError, match=r"y \[B, 1, H, W\]"):
@@ -181,9 +181,9 @@ def test_vif_and_ssim_formulas_in_the_kernel_equal_the_torch_path(compiled_filte
     dist = _structured((shape[0], 1, *shape[2:]), seed=shape[-1] + 1)
     dist[..., 2:14, 3:20] = 77.0  # both windows flat: g masked
     kernel = {
-        "VIF": lambda: information._vif_levels(refs, dist),
-        "SSIM": lambda: structural._ssim_levels(refs, dist, integer_levels=True),
-        "MS_SSIM": lambda: structural._ms_ssim_levels(refs, dist) if min(shape[-2:]) >= 161 else None,
+        "VIF": lambda: information.vif_levels(refs, dist),
+        "SSIM": lambda: structural.ssim_levels(refs, dist, integer_levels=True),
+        "MS_SSIM": lambda: structural.ms_ssim_levels(refs, dist) if min(shape[-2:]) >= 161 else None,
         "SSIM_7x7_means": lambda: native.ssim_means(refs, dist, torch.full((7,), 1 / 7, dtype=torch.float64),
                                                     6.5025, 58.5225, 49 / 48)[1],
     }
@@ -201,14 +201,14 @@ def test_ms_ssim_levels_in_the_kernel_equal_the_torch_path(compiled_filters: Non
 
     refs = _structured((2, 2, 170, 187), seed=11)  # odd sides at every pooled level
     dist = _structured((2, 1, 170, 187), seed=12)
-    got = structural._ms_ssim_levels(refs, dist)
+    got = structural.ms_ssim_levels(refs, dist)
     with native.disabled():
-        torch.testing.assert_close(got, structural._ms_ssim_levels(refs, dist), rtol=1e-13, atol=0)
+        torch.testing.assert_close(got, structural.ms_ssim_levels(refs, dist), rtol=1e-13, atol=0)
 
 
 def test_reduced_sums_do_not_depend_on_the_thread_split(compiled_filters: None) -> None:
     refs, dist = _structured((2, 2, 90, 75), seed=3), _structured((2, 1, 90, 75), seed=4)
-    win = _gaussian_1d(9, 1.8, refs)
+    win = gaussian_1d(9, 1.8, refs)
     threads = torch.get_num_threads()
     results = []
     try:
@@ -224,7 +224,7 @@ def test_reduced_sums_do_not_depend_on_the_thread_split(compiled_filters: None) 
 
 
 def _vif_sums_in_child(refs: torch.Tensor, dist: torch.Tensor, queue) -> None:
-    win = _gaussian_1d(11, 1.5, refs)
+    win = gaussian_1d(11, 1.5, refs)
     queue.put([t.tolist() for t in native.vif_log_sums(refs, dist, win, 2.0, 1e-10)])
 
 
@@ -233,7 +233,7 @@ def test_a_forked_child_gets_its_own_threads(compiled_filters: None) -> None:
     import queue as queues
 
     refs, dist = _structured((2, 2, 300, 300), seed=7), _structured((2, 1, 300, 300), seed=8)
-    parent = native.vif_log_sums(refs, dist, _gaussian_1d(11, 1.5, refs), 2.0, 1e-10)  # the pool now has threads
+    parent = native.vif_log_sums(refs, dist, gaussian_1d(11, 1.5, refs), 2.0, 1e-10)  # the pool now has threads
     context = multiprocessing.get_context("fork")
     results = context.Queue()
     child = context.Process(target=_vif_sums_in_child, args=(refs, dist, results))

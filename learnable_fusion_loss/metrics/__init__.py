@@ -49,7 +49,7 @@ population standard deviation; AG uses one-sided differences at the border
 covariance, data range 255); PSNR (CDDFuse) takes ``max(F)`` as the peak; VIF
 returns 1 where the reference has no variance anywhere (CDDFuse; sewar gives NaN).
 On 8-bit levels :func:`fusion_metrics` takes CC, SCD, SD and PSNR from exact integer
-pixel moments, shared by the four (see ``_IntegerMoments``). On CPU, VIF, SSIM and
+pixel moments, shared by the four (see ``IntegerMoments``). On CPU, VIF, SSIM and
 MS-SSIM filter with the compiled kernels of :mod:`.native` when a C compiler is
 there (the same sums in another order), else with banded GEMMs in torch.
 

@@ -3,7 +3,7 @@
 Everything runs in float64 on CPU and GPU. PyTorch's float64 ``conv2d`` on CPU
 takes a slow reference path (oneDNN has no double), so the separable filters are
 banded GEMMs (:func:`_filter_valid_t`), or the compiled kernels of :mod:`.native`
-where those apply (:func:`_filter_valid`); the Sobel responses are shifted sums,
+where those apply (:func:`filter_valid`); the Sobel responses are shifted sums,
 exact on integer grey levels.
 """
 
@@ -17,7 +17,7 @@ from .._image import SOBEL_DIFF, SOBEL_SMOOTH
 from . import native
 
 
-def _gaussian_1d(size: int, sigma: float, like: Tensor) -> Tensor:
+def gaussian_1d(size: int, sigma: float, like: Tensor) -> Tensor:
     # Normalised 1-D Gaussian; its outer product is the normalised 2-D window
     # (MATLAB fspecial('gaussian')). The evaluators also zero 2-D taps below
     # eps·max, which never triggers for the sizes used here (smallest ratio ~e^-6),
@@ -106,22 +106,22 @@ def _filter_valid_t(x: Tensor, kernel_1d: Tensor, stride: int = 1) -> Tensor:
     return out.view(out.shape[0], -1, rows)[:, :, :valid].permute(1, 0, 2).unflatten(0, x.shape[:-2])
 
 
-def _box_sum_valid_t(x: Tensor, size: int) -> Tensor:
+def box_sum_valid_t(x: Tensor, size: int) -> Tensor:
     """Sum over every ``size × size`` window inside the image, transposed like
     :func:`_filter_valid_t`. Exact for integer grey levels in float64 (every partial
     sum is an integer below 2^53), whatever the order of the additions."""
     return _filter_valid_t(x, torch.ones(size, dtype=x.dtype, device=x.device))
 
 
-# _sobel writes the Sobel factors out as shifted sums (multiplying by the taps
+# sobel writes the Sobel factors out as shifted sums (multiplying by the taps
 # would cost a pass per tap); a change of the shared definition must fail here,
 # not silently leave the metrics on the old kernel.
 _SOBEL_TAPS_ASSUMED = ((1.0, 2.0, 1.0), (-1.0, 0.0, 1.0))
 if (SOBEL_SMOOTH, SOBEL_DIFF) != _SOBEL_TAPS_ASSUMED:
-    raise RuntimeError(f"_sobel assumes the Sobel factors {_SOBEL_TAPS_ASSUMED}, got {(SOBEL_SMOOTH, SOBEL_DIFF)}")
+    raise RuntimeError(f"sobel assumes the Sobel factors {_SOBEL_TAPS_ASSUMED}, got {(SOBEL_SMOOTH, SOBEL_DIFF)}")
 
 
-def _sobel(x: Tensor, padding: str) -> tuple[Tensor, Tensor]:
+def sobel(x: Tensor, padding: str) -> tuple[Tensor, Tensor]:
     """Un-normalised Sobel responses of ``[..., H, W]`` with 'same' output size.
 
     Returns ``(dx, dy)``: the cross-correlations with ``_image.SOBEL_X`` (right
@@ -131,7 +131,7 @@ def _sobel(x: Tensor, padding: str) -> tuple[Tensor, Tensor]:
 
     >>> from learnable_fusion_loss._image import sobel_kernels
     >>> x = torch.arange(20.0).view(1, 1, 4, 5) ** 2
-    >>> dx, dy = _sobel(x, "zeros")
+    >>> dx, dy = sobel(x, "zeros")
     >>> torch.equal(torch.cat([dx, dy], 1), F.conv2d(x, sobel_kernels(x).unsqueeze(1), padding=1))
     True
     """
@@ -150,7 +150,7 @@ def _sobel(x: Tensor, padding: str) -> tuple[Tensor, Tensor]:
     return dx.reshape(shape), dy.reshape(shape)
 
 
-def _local_moments(x: Tensor, y: Tensor, win: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def local_moments(x: Tensor, y: Tensor, win: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Gaussian-window ``μx, μy, σx², σy², σxy`` ('valid', transposed like
     :func:`_filter_valid_t`) of ``x`` [B, S, H, W] and ``y`` [B, 1, H, W] (broadcast).
 
@@ -165,7 +165,7 @@ def _local_moments(x: Tensor, y: Tensor, win: Tensor) -> tuple[Tensor, Tensor, T
     return mu_x, mu_y, var_x, var_y, cov
 
 
-def _filter_valid(x: Tensor, kernel_1d: Tensor, stride: int = 1) -> Tensor:
+def filter_valid(x: Tensor, kernel_1d: Tensor, stride: int = 1) -> Tensor:
     """``filtered[..., ::stride, ::stride]``: compiled where it can, else
     :func:`_filter_valid_t`. The two differ in orientation (compiled: as is; torch:
     transposed), which VIF's per-image sums do not see."""

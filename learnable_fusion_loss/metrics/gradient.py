@@ -7,16 +7,16 @@ import math
 import torch
 from torch import Tensor
 
-from .filters import _sobel
+from .filters import sobel
 
 
-def _sf_levels(levels: Tensor) -> Tensor:
+def sf_levels(levels: Tensor) -> Tensor:
     row = (levels[..., :, 1:] - levels[..., :, :-1]).pow(2).flatten(1).mean(-1)
     col = (levels[..., 1:, :] - levels[..., :-1, :]).pow(2).flatten(1).mean(-1)
     return torch.sqrt(row + col)
 
 
-def _ag_levels(levels: Tensor) -> Tensor:
+def ag_levels(levels: Tensor) -> Tensor:
     # np.gradient: central differences inside, one-sided at the border, written
     # straight into one map per direction.
     gx, gy = torch.empty_like(levels), torch.empty_like(levels)
@@ -43,7 +43,7 @@ _EDGE_DTYPE = torch.float32
 
 def _edge_maps(fused: Tensor, a: Tensor, b: Tensor, padding: str) -> tuple[Tensor, Tensor]:
     stacked = torch.cat([a, b, fused], dim=1).to(_EDGE_DTYPE)  # [B, 3, H, W]
-    return _sobel(stacked, padding)
+    return sobel(stacked, padding)
 
 
 def _weighted_mean(values: Tensor, weights: Tensor) -> Tensor:
@@ -52,7 +52,7 @@ def _weighted_mean(values: Tensor, weights: Tensor) -> Tensor:
     return num / weights.flatten(1).sum(-1, dtype=torch.float64)
 
 
-def _qabf_levels(fused: Tensor, a: Tensor, b: Tensor) -> Tensor:
+def qabf_levels(fused: Tensor, a: Tensor, b: Tensor) -> Tensor:
     tg, kg, dg = 0.9994, -15.0, 0.5
     ta, ka, da = 0.9879, -22.0, 0.8
     # convolve2d(img, h3 / h1, 'same') with zero fill == correlation with the flipped
@@ -76,7 +76,7 @@ def _qabf_levels(fused: Tensor, a: Tensor, b: Tensor) -> Tensor:
     return _weighted_mean(q_g.mul_(q_a), g_src)
 
 
-def _nabf_levels(fused: Tensor, a: Tensor, b: Tensor) -> Tensor:
+def nabf_levels(fused: Tensor, a: Tensor, b: Tensor) -> Tensor:
     td, lg = 2.0, 1.5
     nrg, kg, sg = 0.9999, 19.0, 0.5
     nra, ka, sa = 0.9995, 22.0, 0.5

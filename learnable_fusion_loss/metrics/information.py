@@ -10,10 +10,10 @@ import torch
 from torch import Tensor
 
 from . import native
-from .filters import _filter_valid, _gaussian_1d, _local_moments
+from .filters import filter_valid, gaussian_1d, local_moments
 
 
-def _entropy_levels(levels: Tensor) -> Tensor:
+def entropy_levels(levels: Tensor) -> Tensor:
     codes = torch.round(levels).long().flatten(1)  # [B, N]
     batch, count = codes.shape
     offsets = torch.arange(batch, device=codes.device).unsqueeze(1) * 256
@@ -22,7 +22,7 @@ def _entropy_levels(levels: Tensor) -> Tensor:
     return -torch.where(p > 0, p * torch.log2(torch.where(p > 0, p, 1.0)), 0.0).sum(-1)
 
 
-def _mi_levels(x: Tensor, y: Tensor) -> Tensor:
+def mi_levels(x: Tensor, y: Tensor) -> Tensor:
     """Mutual information (nats) of the 256-level joint histogram of each image pair."""
     # A joint histogram by one bincount over (batch, x, y) codes: the same numbers
     # as sklearn's contingency matrix, without its sparse-matrix round trip.
@@ -56,7 +56,7 @@ def _sum_log10(terms: Tensor, group: int = 16) -> Tensor:
     return torch.log10(products).sum((-2, -1)) + torch.log10(terms[..., length:]).sum((-2, -1))
 
 
-def _vif_levels(refs: Tensor, dist: Tensor, sigma_nsq: float = 2.0, eps: float = 1e-10) -> Tensor:
+def vif_levels(refs: Tensor, dist: Tensor, sigma_nsq: float = 2.0, eps: float = 1e-10) -> Tensor:
     """Pixel-domain VIF of each reference channel of ``refs`` [B, S, H, W] against ``dist`` [B, 1, H, W].
 
     Four scales, Gaussian windows N = 17, 9, 5, 3 with σ = N / 5, 'valid' filtering,
@@ -67,15 +67,15 @@ def _vif_levels(refs: Tensor, dist: Tensor, sigma_nsq: float = 2.0, eps: float =
     ref, dst = refs, dist
     for scale in range(1, 5):
         n = 2 ** (4 - scale + 1) + 1
-        win = _gaussian_1d(n, n / 5.0, refs)
+        win = gaussian_1d(n, n / 5.0, refs)
         if scale > 1:
-            ref = _filter_valid(ref, win, stride=2)  # filtered[::2, ::2]
-            dst = _filter_valid(dst, win, stride=2)
+            ref = filter_valid(ref, win, stride=2)  # filtered[::2, ::2]
+            dst = filter_valid(dst, win, stride=2)
         if native.available(ref, dst):  # the same formula, evaluated inside the filter
             scale_num, scale_den = native.vif_log_sums(ref, dst, win, sigma_nsq, eps)
             num, den = num + scale_num, den + scale_den
             continue
-        _, _, sigma1_sq, sigma2_sq, sigma12 = _local_moments(ref, dst, win)
+        _, _, sigma1_sq, sigma2_sq, sigma12 = local_moments(ref, dst, win)
         sigma1_sq.clamp_min_(0.0)
         sigma2_sq.clamp_min_(0.0)
         # The evaluators' masked assignments, folded: g is zeroed where the

@@ -10,32 +10,32 @@ def _per_image(x: Tensor) -> Tensor:
     return x.flatten(start_dim=-2)  # [..., H*W]
 
 
-def _pearson(x: Tensor, y: Tensor) -> Tensor:
+def pearson(x: Tensor, y: Tensor) -> Tensor:
     """Pearson correlation over the pixels of each image (``corr2`` in MATLAB)."""
     xc = _per_image(x) - _per_image(x).mean(-1, keepdim=True)
     yc = _per_image(y) - _per_image(y).mean(-1, keepdim=True)
     return (xc * yc).sum(-1) / torch.sqrt((xc * xc).sum(-1) * (yc * yc).sum(-1))
 
 
-def _sd_levels(levels: Tensor) -> Tensor:
+def sd_levels(levels: Tensor) -> Tensor:
     return _per_image(levels).flatten(1).std(dim=-1, correction=0)
 
 
-def _psnr_levels(fused: Tensor, a: Tensor, b: Tensor) -> Tensor:
+def psnr_levels(fused: Tensor, a: Tensor, b: Tensor) -> Tensor:
     mse = ((a - fused).pow(2).flatten(1).mean(-1) + (b - fused).pow(2).flatten(1).mean(-1)) / 2
-    return _psnr_from_mse(mse, fused)
+    return psnr_from_mse(mse, fused)
 
 
-def _scd_levels(fused: Tensor, a: Tensor, b: Tensor) -> Tensor:
-    return _pearson(a, fused - b).flatten(1).sum(-1) + _pearson(b, fused - a).flatten(1).sum(-1)
+def scd_levels(fused: Tensor, a: Tensor, b: Tensor) -> Tensor:
+    return pearson(a, fused - b).flatten(1).sum(-1) + pearson(b, fused - a).flatten(1).sum(-1)
 
 
-#: Largest image (pixels) for which :class:`_IntegerMoments` is exact in int64:
+#: Largest image (pixels) for which :class:`IntegerMoments` is exact in int64:
 #: ``n · Σxy ≤ n² · 255² < 2^63``.
 _EXACT_MOMENT_PIXELS = 11_000_000
 
 
-class _IntegerMoments:
+class IntegerMoments:
     """Exact pixel sums and products of integer grey-level maps ``[B, C, H, W]``, per image.
 
     Why: CC, SCD, SD and PSNR are all functions of ``Σx_i`` and ``Σx_i·x_j`` over the
@@ -76,6 +76,6 @@ class _IntegerMoments:
         return self._form(self.gram, u, u).double() / self.count
 
 
-def _psnr_from_mse(mse: Tensor, fused: Tensor) -> Tensor:
+def psnr_from_mse(mse: Tensor, fused: Tensor) -> Tensor:
     peak = fused.flatten(1).amax(-1)
     return 10 * torch.log10(peak * peak / mse)

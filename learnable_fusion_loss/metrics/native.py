@@ -255,7 +255,7 @@ def local_moments(x: Tensor, y: Tensor, kernel_1d: Tensor, means: bool = True
                   ) -> tuple[Tensor | None, Tensor | None, Tensor, Tensor, Tensor]:
     """Separable-window ``μx, μy, σx², σy², σxy`` ('valid') of ``x`` [B, S, H, W] against
     ``y`` [B, 1, H, W], each as E[·] − products of means, like
-    :func:`.filters._local_moments` but not transposed. ``means=False`` returns
+    :func:`.filters.local_moments` but not transposed. ``means=False`` returns
     ``None`` for ``μx, μy`` (not written). Check :func:`available` first."""
     out_h, out_w = _check_pair(x, y, kernel_1d.numel())
     batch, channels = x.shape[:2]
@@ -272,7 +272,7 @@ def vif_log_sums(reference: Tensor, distorted: Tensor, kernel_1d: Tensor, sigma_
                  ) -> tuple[Tensor, Tensor]:
     """One VIF scale without moment maps: ``Σ log10(1 + g²σ1²/(sv² + σn²))`` and
     ``Σ log10(1 + σ1²/σn²)`` over the 'valid' map, each [B, S], with the masks of
-    :func:`.information._vif_levels` (reference [B, S, H, W], distorted [B, 1, H, W])."""
+    :func:`.information.vif_levels` (reference [B, S, H, W], distorted [B, 1, H, W])."""
     _check_pair(reference, distorted, kernel_1d.numel())
     sums = _moments_kernel(reference, distorted, kernel_1d, _VIF_LOG_SUMS, (sigma_nsq, eps))
     return sums[..., 0], sums[..., 1]

@@ -59,7 +59,7 @@ enum { LFL_MOMENT_MAPS = 0, LFL_VIF_LOG_SUMS = 1, LFL_SSIM_SUMS = 2 };
  * LFL_VIF_LOG_SUMS (params: sigma_nsq, eps): per output row and channel of x,
  *   row_sums[(r·S + s)·2 + 0] = sum of log10(1 + g²·σ1²/(sv² + σn²)) and
  *   row_sums[(r·S + s)·2 + 1] = sum of log10(1 + σ1²/σn²), with x the reference,
- *   y the distorted image and functional._vif_levels' masks (see there).
+ *   y the distorted image and information.vif_levels' masks (see there).
  *   The logs are taken of running products, renormalised by their binary exponent
  *   at every tile (every term is >= 1), so log10 runs 8 times per row.
  * LFL_SSIM_SUMS (params: c1, c2, cov_norm): row_sums[(r·S + s)·2 + 0] = sum of
@@ -145,7 +145,7 @@ int lfl_local_moments(const double *x, long sxb, long sxs, long sxh,
                         else { double t[LANES]; memcpy(t, &out[m], sizeof t); memcpy(dst[m], t, n * sizeof(double)); }
                     }
                 } else if (mode == LFL_VIF_LOG_SUMS) {
-                    /* functional._vif_levels, lane by lane (p0 = σn², p1 = eps). */
+                    /* information.vif_levels, lane by lane (p0 = σn², p1 = eps). */
                     const v8 s1 = MAX(mxx - mx * mx, zero), s2 = MAX(myy - my * my, zero);
                     const v8 s12 = mxy - mx * my;
                     v8 g = s12 / (s1 + p1);
@@ -161,7 +161,7 @@ int lfl_local_moments(const double *x, long sxb, long sxs, long sxh,
                     exp0 += ((v8i)prod0 >> 52) - 1023; prod0 = (v8)(((v8i)prod0 & mantissa) | unit);
                     exp1 += ((v8i)prod1 >> 52) - 1023; prod1 = (v8)(((v8i)prod1 & mantissa) | unit);
                 } else {
-                    /* functional._ssim_levels / _ms_ssim_levels (p0 = c1, p1 = c2, p2 = cov_norm). */
+                    /* structural.ssim_levels / ms_ssim_levels (p0 = c1, p1 = c2, p2 = cov_norm). */
                     const v8 sx = (mxx - mx * mx) * p2, sy = (myy - my * my) * p2, sxy = (mxy - mx * my) * p2;
                     const v8 cs_num = sxy * 2.0 + p1, cs_den = sx + sy + p1;
                     const v8 l_num = mx * my * 2.0 + p0, l_den = mx * mx + my * my + p0;

@@ -12,10 +12,10 @@ from __future__ import annotations
 import torch  # noqa: F401  (the examples use it)
 from torch import Tensor
 
-from .gradient import _ag_levels, _nabf_levels, _qabf_levels, _sf_levels
-from .information import _entropy_levels, _mi_levels, _vif_levels
-from .moments import _pearson, _psnr_levels, _scd_levels, _sd_levels
-from .structural import _ms_ssim_levels, _ssim_levels
+from .gradient import ag_levels, nabf_levels, qabf_levels, sf_levels
+from .information import entropy_levels, mi_levels, vif_levels
+from .moments import pearson, psnr_levels, scd_levels, sd_levels
+from .structural import ms_ssim_levels, ssim_levels
 from .table import prepare
 
 
@@ -27,7 +27,7 @@ def entropy(x: Tensor, quantize: bool = True) -> Tensor:
     tensor([1.], dtype=torch.float64)
     """
     (levels,) = prepare("EN", quantize, x=x)
-    return _entropy_levels(levels)
+    return entropy_levels(levels)
 
 
 def standard_deviation(x: Tensor, quantize: bool = True) -> Tensor:
@@ -37,7 +37,7 @@ def standard_deviation(x: Tensor, quantize: bool = True) -> Tensor:
     tensor([127.5000], dtype=torch.float64)
     """
     (levels,) = prepare("SD", quantize, x=x)
-    return _sd_levels(levels)
+    return sd_levels(levels)
 
 
 def spatial_frequency(x: Tensor, quantize: bool = True) -> Tensor:
@@ -47,7 +47,7 @@ def spatial_frequency(x: Tensor, quantize: bool = True) -> Tensor:
     tensor([255.], dtype=torch.float64)
     """
     (levels,) = prepare("SF", quantize, x=x)
-    return _sf_levels(levels)
+    return sf_levels(levels)
 
 
 def average_gradient(x: Tensor, quantize: bool = True) -> Tensor:
@@ -59,7 +59,7 @@ def average_gradient(x: Tensor, quantize: bool = True) -> Tensor:
     tensor([0.7071], dtype=torch.float64)
     """
     (levels,) = prepare("AG", quantize, x=x)
-    return _ag_levels(levels)
+    return ag_levels(levels)
 
 
 # ----------------------------------------------------------------------------- image pairs
@@ -71,7 +71,7 @@ def mutual_information(x: Tensor, y: Tensor, quantize: bool = True) -> Tensor:
     tensor([0.6931], dtype=torch.float64)
     """
     lx, ly = prepare("MI", quantize, x=x, y=y)
-    return _mi_levels(lx, ly)
+    return mi_levels(lx, ly)
 
 
 def correlation_coefficient(x: Tensor, y: Tensor, quantize: bool = True) -> Tensor:
@@ -82,7 +82,7 @@ def correlation_coefficient(x: Tensor, y: Tensor, quantize: bool = True) -> Tens
     tensor([-1.], dtype=torch.float64)
     """
     lx, ly = prepare("CC", quantize, x=x, y=y)
-    return _pearson(lx, ly).flatten(1).sum(-1)
+    return pearson(lx, ly).flatten(1).sum(-1)
 
 
 def vif(reference: Tensor, distorted: Tensor, quantize: bool = True) -> Tensor:
@@ -97,7 +97,7 @@ def vif(reference: Tensor, distorted: Tensor, quantize: bool = True) -> Tensor:
     (tensor([1.], dtype=torch.float64), tensor([0.1491], dtype=torch.float64))
     """
     lr, ld = prepare("VIF", quantize, reference=reference, distorted=distorted)
-    return _vif_levels(lr, ld)[:, 0]
+    return vif_levels(lr, ld)[:, 0]
 
 
 def ssim(x: Tensor, y: Tensor, quantize: bool = True, data_range: float = 255.0) -> Tensor:
@@ -111,7 +111,7 @@ def ssim(x: Tensor, y: Tensor, quantize: bool = True, data_range: float = 255.0)
     (tensor([1.], dtype=torch.float64), tensor([0.7084], dtype=torch.float64))
     """
     lx, ly = prepare("SSIM", quantize, x=x, y=y)
-    return _ssim_levels(lx, ly, data_range, integer_levels=quantize)[:, 0]
+    return ssim_levels(lx, ly, data_range, integer_levels=quantize)[:, 0]
 
 
 def ms_ssim(x: Tensor, y: Tensor, quantize: bool = True, data_range: float = 255.0) -> Tensor:
@@ -124,7 +124,7 @@ def ms_ssim(x: Tensor, y: Tensor, quantize: bool = True, data_range: float = 255
     tensor([0.7754], dtype=torch.float64)
     """
     lx, ly = prepare("MS_SSIM", quantize, x=x, y=y)
-    return _ms_ssim_levels(lx, ly, data_range)[:, 0]
+    return ms_ssim_levels(lx, ly, data_range)[:, 0]
 
 
 # ----------------------------------------------------------------------------- fusion triplets
@@ -136,7 +136,7 @@ def scd(fused: Tensor, a: Tensor, b: Tensor, quantize: bool = True) -> Tensor:
     >>> scd((a + a.mT) / 2, a, a.mT).round(decimals=4)
     tensor([1.4134], dtype=torch.float64)
     """
-    return _scd_levels(*prepare("SCD", quantize, fused=fused, a=a, b=b))
+    return scd_levels(*prepare("SCD", quantize, fused=fused, a=a, b=b))
 
 
 def qabf(fused: Tensor, a: Tensor, b: Tensor, quantize: bool = True) -> Tensor:
@@ -147,7 +147,7 @@ def qabf(fused: Tensor, a: Tensor, b: Tensor, quantize: bool = True) -> Tensor:
     >>> qabf((a + a.mT) / 2, a, a.mT).round(decimals=4)
     tensor([0.3982], dtype=torch.float64)
     """
-    return _qabf_levels(*prepare("Qabf", quantize, fused=fused, a=a, b=b))
+    return qabf_levels(*prepare("Qabf", quantize, fused=fused, a=a, b=b))
 
 
 def nabf(fused: Tensor, a: Tensor, b: Tensor, quantize: bool = True) -> Tensor:
@@ -159,7 +159,7 @@ def nabf(fused: Tensor, a: Tensor, b: Tensor, quantize: bool = True) -> Tensor:
     >>> nabf((a + a.mT) / 2, a, a.mT).round(decimals=4)
     tensor([0.], dtype=torch.float64)
     """
-    return _nabf_levels(*prepare("Nabf", quantize, fused=fused, a=a, b=b))
+    return nabf_levels(*prepare("Nabf", quantize, fused=fused, a=a, b=b))
 
 
 def fusion_psnr(fused: Tensor, a: Tensor, b: Tensor, quantize: bool = True) -> Tensor:
@@ -169,7 +169,7 @@ def fusion_psnr(fused: Tensor, a: Tensor, b: Tensor, quantize: bool = True) -> T
     >>> fusion_psnr((a + a.mT) / 2, a, a.mT).round(decimals=4)
     tensor([13.6607], dtype=torch.float64)
     """
-    return _psnr_levels(*prepare("PSNR", quantize, fused=fused, a=a, b=b))
+    return psnr_levels(*prepare("PSNR", quantize, fused=fused, a=a, b=b))
 
 
 __all__ = [

@@ -7,12 +7,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import native
-from .filters import _box_sum_valid_t, _gaussian_1d, _local_moments
+from .filters import box_sum_valid_t, gaussian_1d, local_moments
 
 _MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 
-def _ssim_levels(refs: Tensor, dist: Tensor, data_range: float = 255.0, win_size: int = 7,
+def ssim_levels(refs: Tensor, dist: Tensor, data_range: float = 255.0, win_size: int = 7,
                  integer_levels: bool = False) -> Tensor:
     """scikit-image ``structural_similarity`` defaults, per reference channel: [B, S].
 
@@ -47,7 +47,7 @@ def _box_moments(refs: Tensor, dist: Tensor, win_size: int, cov_norm: float, int
         refs, dist = refs.float(), dist.float()
 
     def window_mean(t: Tensor) -> Tensor:
-        return _box_sum_valid_t(t, win_size).to(torch.float64 if exact32 else t.dtype).div_(area)
+        return box_sum_valid_t(t, win_size).to(torch.float64 if exact32 else t.dtype).div_(area)
 
     # Each product of means is formed once, and everything runs in place where a map
     # is not needed again (each is ~20 MB at 640x480).
@@ -71,11 +71,11 @@ def _average_pool2(x: Tensor) -> Tensor:
     return total.add_(x[..., 1::2, 1::2]).mul_(0.25)
 
 
-def _ms_ssim_levels(refs: Tensor, dist: Tensor, data_range: float = 255.0) -> Tensor:
+def ms_ssim_levels(refs: Tensor, dist: Tensor, data_range: float = 255.0) -> Tensor:
     """pytorch_msssim's ``ms_ssim`` per reference channel: [B, S]."""
     c1 = (0.01 * data_range) ** 2
     c2 = (0.03 * data_range) ** 2
-    win = _gaussian_1d(11, 1.5, refs)
+    win = gaussian_1d(11, 1.5, refs)
     weights = torch.tensor(_MS_SSIM_WEIGHTS, dtype=refs.dtype, device=refs.device)
     x, y = refs, dist  # y's own moments are computed once and broadcast
     terms = []
@@ -87,7 +87,7 @@ def _ms_ssim_levels(refs: Tensor, dist: Tensor, data_range: float = 255.0) -> Te
             cs, ssim_value = native.ssim_means(x, y, win, c1, c2, 1.0)
             terms.append(torch.relu(ssim_value if last else cs))
             continue
-        mu1, mu2, sigma1_sq, sigma2_sq, sigma12 = _local_moments(x, y, win)
+        mu1, mu2, sigma1_sq, sigma2_sq, sigma12 = local_moments(x, y, win)
         cs_map = sigma12.mul_(2).add_(c2).div_(sigma1_sq.add_(sigma2_sq).add_(c2))
         if not last:
             terms.append(torch.relu(cs_map.mean((-2, -1))))

@@ -21,11 +21,11 @@ import torch
 from torch import Tensor
 
 from .._checks import check_same_shape
-from .gradient import _ag_levels, _nabf_levels, _qabf_levels, _sf_levels
-from .information import _entropy_levels, _mi_levels, _vif_levels
+from .gradient import ag_levels, nabf_levels, qabf_levels, sf_levels
+from .information import entropy_levels, mi_levels, vif_levels
 from .levels import to_grey_levels
-from .moments import _IntegerMoments, _pearson, _psnr_from_mse, _psnr_levels, _scd_levels, _sd_levels
-from .structural import _ms_ssim_levels, _ssim_levels
+from .moments import IntegerMoments, pearson, psnr_from_mse, psnr_levels, scd_levels, sd_levels
+from .structural import ms_ssim_levels, ssim_levels
 
 Convention = Literal["mean", "sum"]
 
@@ -44,7 +44,7 @@ class FusionInputs:
     def __init__(self, fused: Tensor, a: Tensor | None, b: Tensor | None, quantize: bool) -> None:
         self.fused, self.a, self.b, self.quantize = fused, a, b, quantize
         self.sources = None if a is None or b is None else torch.cat([a, b], dim=1)
-        self._moments: _IntegerMoments | None = None
+        self._moments: IntegerMoments | None = None
         self._moments_done = False
 
     @property
@@ -53,15 +53,15 @@ class FusionInputs:
         return 0 if self.sources is None else 2
 
     @property
-    def moments(self) -> _IntegerMoments | None:
+    def moments(self) -> IntegerMoments | None:
         """Exact integer moments of ``(a, b, fused)`` (or ``fused`` alone), built on first
         use and shared by SD, SCD, PSNR and CC; ``None`` where they are not exact
         (continuous levels, or images too large for int64)."""
         if not self._moments_done:
             self._moments_done = True
-            if _IntegerMoments.applies(self.fused, self.quantize):
+            if IntegerMoments.applies(self.fused, self.quantize):
                 maps = self.fused if self.sources is None else torch.cat([self.sources, self.fused], dim=1)
-                self._moments = _IntegerMoments(maps)
+                self._moments = IntegerMoments(maps)
         return self._moments
 
 
@@ -79,7 +79,7 @@ class Metric:
             by the convention (mean or sum).
         higher_is_better: ``False`` for measures of artifacts (Nabf).
 
-    >>> m = Metric("EN", lambda x: _entropy_levels(x.fused), needs_sources=False)
+    >>> m = Metric("EN", lambda x: entropy_levels(x.fused), needs_sources=False)
     >>> m.label, m.min_size, m.per_source
     ('EN', 1, False)
     """
@@ -113,52 +113,52 @@ class Metric:
 
 # ----------------------------------------------------------------------------- per-metric computes
 # SD, SCD, PSNR and CC take the exact integer moments where they apply, else the
-# two-pass float64 sums (the same values up to rounding, see _IntegerMoments).
+# two-pass float64 sums (the same values up to rounding, see IntegerMoments).
 def _sd(x: FusionInputs) -> Tensor:
     m = x.moments
-    return _sd_levels(x.fused) if m is None else m.std(x.fused_channel)
+    return sd_levels(x.fused) if m is None else m.std(x.fused_channel)
 
 
 def _scd(x: FusionInputs) -> Tensor:
     m = x.moments  # channels 0 = a, 1 = b, 2 = fused
     if m is None:
-        return _scd_levels(x.fused, x.a, x.b)
+        return scd_levels(x.fused, x.a, x.b)
     return m.pearson({0: 1}, {2: 1, 1: -1}) + m.pearson({1: 1}, {2: 1, 0: -1})
 
 
 def _psnr(x: FusionInputs) -> Tensor:
     m = x.moments
     if m is None:
-        return _psnr_levels(x.fused, x.a, x.b)
-    return _psnr_from_mse((m.mean_square({0: 1, 2: -1}) + m.mean_square({1: 1, 2: -1})) / 2, x.fused)
+        return psnr_levels(x.fused, x.a, x.b)
+    return psnr_from_mse((m.mean_square({0: 1, 2: -1}) + m.mean_square({1: 1, 2: -1})) / 2, x.fused)
 
 
 def _cc(x: FusionInputs) -> Tensor:
     m = x.moments
     if m is None:
-        return _pearson(x.sources, x.fused).mean(-1)
+        return pearson(x.sources, x.fused).mean(-1)
     return (m.pearson({0: 1}, {2: 1}) + m.pearson({1: 1}, {2: 1})) / 2
 
 
 def _mi(x: FusionInputs) -> Tensor:
-    return torch.stack([_mi_levels(x.a, x.fused), _mi_levels(x.b, x.fused)], -1)
+    return torch.stack([mi_levels(x.a, x.fused), mi_levels(x.b, x.fused)], -1)
 
 
 #: Every metric, in the usual reporting order (the order of :data:`ALL_METRICS`).
 METRIC_TABLE: tuple[Metric, ...] = (
-    Metric("EN", lambda x: _entropy_levels(x.fused), needs_sources=False),
+    Metric("EN", lambda x: entropy_levels(x.fused), needs_sources=False),
     Metric("SD", _sd, needs_sources=False),
-    Metric("SF", lambda x: _sf_levels(x.fused), needs_sources=False),
-    Metric("AG", lambda x: _ag_levels(x.fused), min_size=2, needs_sources=False),  # np.gradient
+    Metric("SF", lambda x: sf_levels(x.fused), needs_sources=False),
+    Metric("AG", lambda x: ag_levels(x.fused), min_size=2, needs_sources=False),  # np.gradient
     Metric("MI", _mi, per_source=True),
     Metric("SCD", _scd),
     # four scales: a 17-tap window, three 2x reductions, then a 3-tap window
-    Metric("VIF", lambda x: _vif_levels(x.sources, x.fused), min_size=41, per_source=True),
-    Metric("Qabf", lambda x: _qabf_levels(x.fused, x.a, x.b)),
-    Metric("Nabf", lambda x: _nabf_levels(x.fused, x.a, x.b), min_size=2, higher_is_better=False),  # mirrored Sobel
-    Metric("SSIM", lambda x: _ssim_levels(x.sources, x.fused, integer_levels=x.quantize), min_size=7, per_source=True),
+    Metric("VIF", lambda x: vif_levels(x.sources, x.fused), min_size=41, per_source=True),
+    Metric("Qabf", lambda x: qabf_levels(x.fused, x.a, x.b)),
+    Metric("Nabf", lambda x: nabf_levels(x.fused, x.a, x.b), min_size=2, higher_is_better=False),  # mirrored Sobel
+    Metric("SSIM", lambda x: ssim_levels(x.sources, x.fused, integer_levels=x.quantize), min_size=7, per_source=True),
     # four 2x reductions of an 11-tap window
-    Metric("MS_SSIM", lambda x: _ms_ssim_levels(x.sources, x.fused), min_size=161, per_source=True),
+    Metric("MS_SSIM", lambda x: ms_ssim_levels(x.sources, x.fused), min_size=161, per_source=True),
     Metric("PSNR", _psnr),
     Metric("CC", _cc),
 )
