@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # projects.tdfusion.tdfusion
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from _common import (  # noqa: E402
     RESULTS,
@@ -35,8 +36,7 @@ from _common import (  # noqa: E402
 )
 from _reference_nets import ReferenceLPN, ReferenceReFusion  # noqa: E402
 
-from learnable_fusion_loss.generators.tdfusion_lpn import TDFusionLPN  # noqa: E402
-from learnable_fusion_loss.models import ReFusionNet, load_official_state_dict  # noqa: E402
+from projects.tdfusion.tdfusion import ReFusionNet, TDFusionLPN, load_official_state_dict  # noqa: E402
 
 NETWORKS = {
     "ReFusionNet (F)": (ReFusionNet, ReferenceReFusion),

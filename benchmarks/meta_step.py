@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # projects.tdfusion.tdfusion
 from _common import RESULTS, machine, markdown_table, median_time, msrs_pair, write_json_atomic  # noqa: E402
 
 BACKENDS = ("torch.func", "higher", "learn2learn")
@@ -64,8 +65,7 @@ def worker(backend: str, step: str, repeats: int, task_kind: str, checkpoint: bo
     import torch.nn.functional as F
 
     from learnable_fusion_loss import FusionBatch, LearnableFusionLoss, MetaLossLearner
-    from learnable_fusion_loss.generators import TDFusionLPN
-    from learnable_fusion_loss.models import ReFusionNet
+    from projects.tdfusion.tdfusion import ReFusionNet, TDFusionLPN
 
     torch.set_num_threads(2)
     torch.manual_seed(0)

@@ -3,7 +3,7 @@
 The core is small::
 
     from learnable_fusion_loss import LearnableFusionLoss, MetaLossLearner, FusionBatch
-    loss = LearnableFusionLoss(generator=TDFusionLPN())          # paper form by default
+    loss = LearnableFusionLoss(generator=ConvWeightGenerator())  # any G: (a, b) -> [B, 2, H, W]
     learner = MetaLossLearner(fusion_net, loss, task, fusion_optimizer)
     learner.meta_step(meta_train_batch, meta_test_batch)       # updates G only
     learner.fusion_step(train_batch)                           # updates F and T

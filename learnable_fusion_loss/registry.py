@@ -1,8 +1,10 @@
 """One registry tree for the library, children of MMEngine's root registries.
 
-Configs build everything through these (``type='ReFusionNet'`` etc.). Each child
-lists the modules that register into it, so ``build`` can find a class without the
-caller importing it first (MMEngine's ``locations`` mechanism).
+Configs build everything through these (``type='LearnableFusionLoss'`` etc.). Each
+child lists the library's modules that register into it, so ``build`` can find a
+class without the caller importing it first (MMEngine's ``locations`` mechanism).
+A project's types (its networks, say) register when its package is imported: a
+config names that package in ``custom_imports=dict(imports=[...])``.
 
 :func:`build_module` is the one "a module, or a ``MODELS`` config dict of one" helper
 that the engine's model, the learnable loss, the zoo and the inference API build
@@ -30,7 +32,6 @@ MODELS = Registry(
     parent=MMENGINE_MODELS,
     scope=SCOPE,
     locations=[
-        "learnable_fusion_loss.models",
         "learnable_fusion_loss.generators",
         "learnable_fusion_loss.losses",
         "learnable_fusion_loss.tasks",

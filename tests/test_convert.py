@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from _reference_nets import ReferenceLPN, ReferenceReFusion, randomize_
-from learnable_fusion_loss.generators.tdfusion_lpn import TDFusionLPN
-from learnable_fusion_loss.models import (
+from projects.tdfusion.tdfusion import (
     ReFusionNet,
+    TDFusionLPN,
     convert_official_state_dict,
     load_fusion_checkpoint,
     load_official_state_dict,

@@ -182,13 +182,16 @@ def test_every_listed_padding_is_supported():
 def test_the_default_generator_is_never_silently_missing(monkeypatch):
     # generators/__init__.py used to swallow a ModuleNotFoundError of tdfusion_lpn and
     # export a package without TDFusionLPN; a broken install must fail loudly instead.
+    # TDFusionLPN now lives in the TDFusion project's package (projects.tdfusion.tdfusion.lpn).
     import importlib
     import sys
 
-    monkeypatch.setitem(sys.modules, "learnable_fusion_loss.generators.tdfusion_lpn", None)
-    monkeypatch.delitem(sys.modules, "learnable_fusion_loss.generators")
-    with pytest.raises(ModuleNotFoundError, match="tdfusion_lpn"):
-        importlib.import_module("learnable_fusion_loss.generators")
+    import projects.tdfusion.tdfusion  # noqa: F401 - the package whose import must fail below
+
+    monkeypatch.setitem(sys.modules, "projects.tdfusion.tdfusion.lpn", None)
+    monkeypatch.delitem(sys.modules, "projects.tdfusion.tdfusion")
+    with pytest.raises(ModuleNotFoundError, match="lpn"):
+        importlib.import_module("projects.tdfusion.tdfusion")
 
 
 @pytest.mark.parametrize("argument, old, new", [

@@ -11,8 +11,6 @@ from PIL import Image
 from torch.func import functional_call
 
 from _reference_nets import ReferenceLPN, ReferenceReFusion, randomize_
-from learnable_fusion_loss.generators.tdfusion_lpn import TDFusionLPN
-from learnable_fusion_loss.models import ReFusionNet, load_official_state_dict
 from learnable_fusion_loss.nn import (
     RestormerBlock,
     conv3x3,
@@ -20,6 +18,7 @@ from learnable_fusion_loss.nn import (
     restormer_block_nhwc,
 )
 from learnable_fusion_loss.registry import MODELS
+from projects.tdfusion.tdfusion import ReFusionNet, TDFusionLPN, load_official_state_dict
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
@@ -180,7 +179,7 @@ def test_banded_block_forward_mode_equals_unbanded(bias):
 
     from torch.autograd import forward_ad
 
-    from learnable_fusion_loss.models.refusion import AttentionFusionModule
+    from projects.tdfusion.tdfusion.refusion import AttentionFusionModule
 
     generator = torch.Generator().manual_seed(5)
     first, second = RestormerBlock(8, 2, bias=bias).double(), RestormerBlock(8, 2, bias=bias).double()
@@ -279,20 +278,6 @@ def test_onednn_path_keeps_the_meta_hypergradient(monkeypatch):
         scale = native[mode].abs().max()
         assert scale > 0
         assert (onednn[mode] - native[mode]).abs().max() <= 1e-4 * scale, mode
-
-
-def test_models_layers_shim_reexports_nn():
-    """``models.layers`` (the old home of the blocks) still gives the very same objects."""
-    from learnable_fusion_loss import nn as lfl_nn
-    from learnable_fusion_loss.models import layers
-    from learnable_fusion_loss.nn.restormer import jvp, streamed
-
-    for name in lfl_nn.__all__:
-        assert getattr(layers, name) is getattr(lfl_nn, name), name
-    assert set(layers.__all__) <= set(lfl_nn.__all__)
-    assert layers._restormer_block_banded is streamed.restormer_block_banded
-    assert layers._restormer_block_banded_jvp is jvp.restormer_block_banded_jvp
-    assert layers._flat is not None and isinstance(layers._ONEDNN_LINEAR, bool)
 
 
 def test_registry_and_parameter_counts():

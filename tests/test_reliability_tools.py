@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 
 from learnable_fusion_loss.datasets import find_pairs
-from learnable_fusion_loss.models import ReFusionNet
+from projects.tdfusion.tdfusion import ReFusionNet
 
 from _scripts import load_script
 

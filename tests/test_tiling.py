@@ -89,6 +89,7 @@ def test_colour_pair_in_tiles_equals_one_pass_for_a_local_network():
 def test_tdfusion_f_in_tiles_stays_close_to_one_pass(data_root: Path):
     """Global channel attention: not exact; 0.45 grey levels on average on this 240×320 crop
     (full pairs: ``benchmarks/tiled_fusion.py``), so 1.5 leaves room for other builds."""
+    import projects.tdfusion.tdfusion  # noqa: F401 - registers its zoo folder
     from learnable_fusion_loss.apis import load_fusion_network
     from learnable_fusion_loss.datasets import load_image
 

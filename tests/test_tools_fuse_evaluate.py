@@ -27,7 +27,7 @@ from learnable_fusion_loss.apis import (
 )
 from learnable_fusion_loss.datasets import load_image, rgb_to_ycrcb
 from learnable_fusion_loss.metrics import fusion_metrics
-from learnable_fusion_loss.models import ReFusionNet
+from projects.tdfusion.tdfusion import ReFusionNet
 
 REPO = Path(__file__).resolve().parents[1]
 FUSE = REPO / "tools" / "fuse.py"

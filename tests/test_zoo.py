@@ -14,6 +14,7 @@ import torch
 from learnable_fusion_loss.apis import load_fusion_network
 from learnable_fusion_loss.apis.zoo import find_zoo_entry, load_zoo_module, sha256_of, zoo_names
 from learnable_fusion_loss.datasets import YoloPairedDetDataset
+import projects.tdfusion.tdfusion  # noqa: F401 - registers its zoo folder and networks
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA = REPO_ROOT.parent / "shared" / "data"

@@ -15,8 +15,13 @@ inputs are padded to what the network needs and cropped back. ``--tile SIZE``
 fuses each image in SIZE×SIZE cores with ``--overlap`` pixels of context around
 each (default 32), so that memory no longer grows with the image: the network's
 activations are those of one (SIZE + 2·PX)² window. For a network with global
-attention (TDFusion's and ReFusion's Restormer blocks) the result differs from the
+attention (the channel attention of the Restormer blocks) the result differs from the
 whole-image pass (see :mod:`learnable_fusion_loss.apis.tiling`).
+
+Networks and zoo models of the repository's projects: every project package
+(``projects/<name>/<package>/__init__.py``) is imported first, so that its network
+types, its weight readers (a checkpoint loads without ``--config``) and its zoo
+folder (``--checkpoint <zoo model name>``) register.
 
 A bad pair (missing partner, broken link, unreadable, truncated or too large
 file, size mismatch, a fusion that fails) is skipped with a
@@ -35,11 +40,13 @@ mode a plain ``open()`` gives (0666 less the umask).
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))  # run from a checkout; projects.* import from here
 
 import torch  # noqa: E402
 
@@ -49,6 +56,15 @@ from learnable_fusion_loss.datasets.io import (  # noqa: E402
     output_folder_problem,
     prepare_output_folder,
 )
+
+
+def import_projects(repo_root: Path = REPO_ROOT) -> list[str]:
+    """Import every project package ``projects/<name>/<package>``; their names, in order."""
+    names = [f"projects.{init.parent.parent.name}.{init.parent.name}"
+             for init in sorted((repo_root / "projects").glob("*/*/__init__.py"))]
+    for name in names:
+        importlib.import_module(name)
+    return names
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -126,8 +142,9 @@ def main(argv: list[str] | None = None) -> int:
               "hold no image files", file=sys.stderr)
         return 2
     try:
+        import_projects()
         net = load_fusion_network(args.checkpoint, config=args.config, device=args.device)
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
+    except (OSError, ImportError, ValueError, KeyError, TypeError, RuntimeError) as error:
         print(f"error: cannot load the fusion network: {error}", file=sys.stderr)
         return 2
     # Created only once the network loaded (a bad checkpoint leaves no empty folder),

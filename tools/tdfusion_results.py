@@ -458,7 +458,7 @@ def fusion_function(name: str, checkpoint: Path | None) -> Callable:
              "max": torch.maximum}
     if name in rules:
         return rules[name]
-    from learnable_fusion_loss.models import load_fusion_checkpoint
+    from projects.tdfusion.tdfusion import load_fusion_checkpoint
 
     net = load_fusion_checkpoint(checkpoint).eval()
     return lambda a, b: net(a, b)

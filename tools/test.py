@@ -126,7 +126,7 @@ def check_outputs(work_dir: Path, out: Path | None) -> None:
         raise BadInput(problem)
 
 
-_FUSION_ANCHOR = "project_in_1.weight"  # ReFusionNet's stem, as load_fusion_checkpoint finds it
+_FUSION_ANCHOR = "project_in_1.weight"  # ReFusionNet's stem (projects.tdfusion.tdfusion.convert)
 
 
 def _first(keys: list[str], kind: str, detail: str = "") -> str:

@@ -2,7 +2,6 @@
 default_scope = 'lfl'
 custom_imports = dict(
     imports=[
-        'learnable_fusion_loss.models',
         'learnable_fusion_loss.generators',
         'learnable_fusion_loss.losses',
         'learnable_fusion_loss.tasks',

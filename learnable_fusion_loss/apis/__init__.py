@@ -1,4 +1,4 @@
-"""High-level inference helpers: load a fusion network, fuse tensors or image files."""
+"""High-level inference helpers: load a fusion network (from a file or the zoo), fuse tensors or image files."""
 
 from .inference import (
     crop_to,
@@ -10,6 +10,7 @@ from .inference import (
     pad_to_multiple,
 )
 from .tiling import fuse_tiled, tile_windows
+from .weights import load_fusion_weights, register_weight_reader
 
 __all__ = [
     "crop_to",
@@ -20,5 +21,7 @@ __all__ = [
     "fuse_tiled",
     "tile_windows",
     "load_fusion_network",
+    "load_fusion_weights",
+    "register_weight_reader",
     "pad_to_multiple",
 ]

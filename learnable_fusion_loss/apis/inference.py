@@ -1,8 +1,8 @@
 """Fusing tensors and image files with a trained fusion network.
 
 The network ``F(a, b)`` takes two single-channel sources ``[B, 1, H, W]`` in
-``[0, 1]`` (``a`` = infrared / first modality, ``b`` = visible / second, the
-order of TDFusion's ``cat([ir, vi_y], 1)``) and returns ``[B, 1, H, W]``.
+``[0, 1]`` (``a`` = infrared / first modality, ``b`` = visible / second, e.g. the
+luminance of the visible image) and returns ``[B, 1, H, W]``.
 
 Colour handling (:func:`fuse_images`):
 
@@ -16,14 +16,15 @@ Colour handling (:func:`fuse_images`):
   fusion in DenseFuse/U2Fusion-style code: the more saturated source wins.
 
 Sizes: every size is accepted. The sources are padded (reflect) up to a multiple
-of ``pad_multiple`` (``None`` -> the network's ``size_divisor`` attribute, else 1;
-ReFusion needs no padding) and the result is cropped back.
+of ``pad_multiple`` (``None`` -> the network's ``size_divisor`` attribute, else 1:
+a network of stride-1 same-padded convolutions needs no padding) and the result is
+cropped back.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,10 +43,10 @@ Normalize = Literal["none", "minmax"]
 def _build_from_config(config: str | os.PathLike[str]) -> nn.Module:
     """F alone, built from a config file's ``model.fusion_net`` (or top-level ``fusion_net``).
 
-    Not a twin of ``projects/tdfusion/tools/ablation_table.py:fusion_of``, which builds
-    the whole ``model`` under the ``lfl`` scope after the config's ``custom_imports``
-    (it needs F with G bound, and the trained model's full state dict); here only F's
-    weights are loaded, into F.
+    The config's ``custom_imports`` are imported (``Config.fromfile``), so the types
+    of a project's package register before F is built. Only F is built here, for F's
+    weights; a tool that needs the whole trained model (F with G bound) builds
+    ``model`` itself.
     """
     from mmengine.config import Config
 
@@ -67,35 +68,40 @@ def load_fusion_network(
     checkpoint: str | os.PathLike[str],
     config: str | os.PathLike[str] | None = None,
     device: str | torch.device = "cpu",
+    zoo_roots: Iterable[str | os.PathLike[str]] | None = None,
 ) -> nn.Module:
     """Load a fusion network for inference (``eval()`` mode, on ``device``).
 
     Args:
-        checkpoint: weights file; our format, an MMEngine checkpoint or the public
-            TDFusion release (see :func:`learnable_fusion_loss.models.load_fusion_checkpoint`,
-            which loads with ``weights_only=True``); or the name of a zoo model
-            (:mod:`learnable_fusion_loss.apis.zoo`, e.g. ``"tdfusion_msrsdet_cpu"``)
-            where no file of that name exists.
+        checkpoint: weights file (read with ``weights_only=True``): a state dict, or an
+            MMEngine checkpoint holding F under a prefix such as ``'fusion_net.'``
+            (see :func:`learnable_fusion_loss.apis.weights.load_fusion_weights`; a
+            network's package may register a reader for other formats); or the name
+            of a zoo model (:mod:`learnable_fusion_loss.apis.zoo`) where no file of
+            that name exists.
         config: optional MMEngine config; ``cfg.model.fusion_net`` (or ``cfg.fusion_net``)
             is built through the ``MODELS`` registry and the weights are loaded into it.
-            Without it the ReFusion configuration is read off the weights.
+            Without it a registered weight reader must recognise the file and build
+            the network from it.
         device: where to run.
+        zoo_roots: more zoo folders to search, before the others
+            (:func:`learnable_fusion_loss.apis.zoo.zoo_roots`).
     """
-    from ..models import load_fusion_checkpoint
-
+    from .weights import load_fusion_weights
     from .zoo import load_zoo_module, zoo_names
 
     checkpoint = os.fspath(checkpoint)
     if not os.path.isfile(checkpoint):
-        if checkpoint in zoo_names():
+        roots = list(zoo_roots or ())
+        if checkpoint in zoo_names(roots):
             if config is not None:
                 raise ValueError(f"zoo model {checkpoint!r} brings its own network; drop the config")
-            return load_zoo_module(checkpoint, "fusion_net", device=device)
+            return load_zoo_module(checkpoint, "fusion_net", device=device, roots=roots)
         raise FileNotFoundError(
-            f"checkpoint not found: {checkpoint!r} (neither a file nor a zoo model; zoo: {zoo_names()})"
+            f"checkpoint not found: {checkpoint!r} (neither a file nor a zoo model; zoo: {zoo_names(roots)})"
         )
     model = _build_from_config(config) if config is not None else None
-    net = load_fusion_checkpoint(checkpoint, model=model, map_location="cpu")
+    net = load_fusion_weights(checkpoint, model=model, map_location="cpu")
     return net.to(device).eval()
 
 
@@ -140,8 +146,8 @@ def fuse_tensors(
     Args:
         net: fusion network ``net(a, b)``; inputs are moved to its device and dtype.
         pad_multiple: pad to this multiple and crop back (``None``: ``net.size_divisor`` or 1).
-        normalize: ``"minmax"`` stretches each fused image to ``[0, 1]`` (what TDFusion's
-            and CDDFuse's test scripts do before saving); ``"none"`` only clamps.
+        normalize: ``"minmax"`` stretches each fused image to ``[0, 1]`` (what the test
+            scripts of several public fusion methods do before saving); ``"none"`` only clamps.
     """
     check_image("a", a, channels=1)
     check_image("b", b, channels=1)

@@ -1,6 +1,9 @@
-"""Loss generators G: networks that produce the loss's parameters (weight maps)."""
+"""Loss generators G: networks that produce the loss's parameters (weight maps).
+
+Generic ones only; a method's own generator lives in its project's package and
+registers in :data:`learnable_fusion_loss.registry.MODELS` when that is imported.
+"""
 
 from .simple import ConstantWeights, ConvWeightGenerator
-from .tdfusion_lpn import TDFusionLPN
 
-__all__ = ["ConstantWeights", "ConvWeightGenerator", "TDFusionLPN"]
+__all__ = ["ConstantWeights", "ConvWeightGenerator"]

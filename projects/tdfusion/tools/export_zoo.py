@@ -62,8 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "projects" / "tdfusion" / "zoo")
     parser.add_argument("--data-root", type=Path, default=REPO_ROOT.parent / "shared" / "data")
     args = parser.parse_args(argv)
-    from learnable_fusion_loss.generators import TDFusionLPN
-    from learnable_fusion_loss.models import ReFusionNet
+    from projects.tdfusion.tdfusion import ReFusionNet, TDFusionLPN
 
     state = compat.load_weights_only(args.checkpoint)["state_dict"]
     parts = {"fusion_net": ("fusion_net.", ReFusionNet()), "generator": ("loss.generator.", TDFusionLPN())}
@@ -93,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         "name": args.name,
         "description": "TDFusion (ReFusion F + Restormer LPN G) trained with the CPU recipe on "
                        "msrs_det (120 pairs); YOLOv8n as the task",
+        "custom_imports": {"imports": ["projects.tdfusion.tdfusion"]},  # registers the two types
         "fusion_net": {"type": "ReFusionNet"},
         "generator": {"type": "TDFusionLPN"},
         "files": files,

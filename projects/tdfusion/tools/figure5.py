@@ -32,6 +32,7 @@ from learnable_fusion_loss.apis import fuse_images  # noqa: E402
 from learnable_fusion_loss.apis.zoo import load_zoo_module  # noqa: E402
 from learnable_fusion_loss.datasets import YoloPairedDetDataset, load_image  # noqa: E402
 from learnable_fusion_loss.engine.hooks import atomic_write_bytes  # noqa: E402
+import projects.tdfusion.tdfusion  # noqa: E402,F401 - registers the nets and the zoo folder
 
 TILE = (160, 120)  # W, H of one panel
 COLUMNS = ("IR", "VIS", "fused", "w_IR")

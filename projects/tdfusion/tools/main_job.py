@@ -36,6 +36,7 @@ from learnable_fusion_loss.datasets import YoloPairedDetDataset, load_image, sav
 from learnable_fusion_loss.datasets.io import rgb_to_luma  # noqa: E402
 from learnable_fusion_loss.engine.hooks import atomic_write_bytes  # noqa: E402
 from learnable_fusion_loss.metrics import fusion_metrics  # noqa: E402
+from projects.tdfusion.tdfusion import ReFusionNet, TDFusionLPN  # noqa: E402 - and its zoo folder
 
 METRICS = ("EN", "SF", "SCD", "VIF", "Qabf", "SSIM", "MI", "SD")
 BASELINES = {"IR alone": lambda a, b: a, "VIS alone": lambda a, b: b,
@@ -47,9 +48,6 @@ def load_nets(args: argparse.Namespace) -> tuple[torch.nn.Module, torch.nn.Modul
     if args.checkpoint is None:
         return (load_zoo_module(args.model, "fusion_net"), load_zoo_module(args.model, "generator"),
                 f"zoo model {args.model}")
-    from learnable_fusion_loss.generators import TDFusionLPN
-    from learnable_fusion_loss.models import ReFusionNet
-
     state = compat.load_weights_only(args.checkpoint)["state_dict"]
     nets = []
     for prefix, net in (("fusion_net.", ReFusionNet()), ("loss.generator.", TDFusionLPN())):

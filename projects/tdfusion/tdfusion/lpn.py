@@ -8,9 +8,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..models.refusion import check_source_pair, dual_stem
-from ..nn import RestormerBlock, conv3x3, merge_block_pair, nchw_view, restormer_block_nhwc
-from ..registry import MODELS
+from learnable_fusion_loss.nn import (
+    RestormerBlock,
+    conv3x3,
+    merge_block_pair,
+    nchw_view,
+    restormer_block_nhwc,
+)
+from learnable_fusion_loss.registry import MODELS
+
+from .refusion import check_source_pair, dual_stem
 
 __all__ = ["TDFusionLPN"]
 
@@ -31,7 +38,7 @@ class TDFusionLPN(nn.Module):
     ``cat([a, b], 1)``. Public keys map to ours by dropping the ``.conv.weight``
     aliases, ``normX.body.* → normX.*``, temperatures ``[heads, 1, 1] → [heads]``;
     ``out2.weight`` (``[1]``) is unchanged (see
-    :func:`learnable_fusion_loss.models.convert_official_state_dict` with
+    :func:`projects.tdfusion.tdfusion.convert.convert_official_state_dict` with
     ``kind="lpn"``). The two encoder branches run as one block-diagonal block on
     channels-last activations (see :mod:`learnable_fusion_loss.nn.restormer`).
     Twice differentiable, float32/float64.

@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from .._checks import check_image, check_same_shape
-from ..nn import (
+from learnable_fusion_loss._checks import check_image, check_same_shape
+from learnable_fusion_loss.nn import (
     AttentionWeights,
     BlockWeights,
     FeedForwardWeights,
@@ -19,8 +19,8 @@ from ..nn import (
     nhwc,
     restormer_block_nhwc,
 )
-from ..nn.ops import conv1x1_matrix
-from ..registry import MODELS
+from learnable_fusion_loss.nn.ops import conv1x1_matrix
+from learnable_fusion_loss.registry import MODELS
 
 __all__ = ["AttentionFusionModule", "ReFusionNet", "check_source_pair", "dual_stem"]
 
@@ -176,7 +176,7 @@ class ReFusionNet(nn.Module):
     ``cat([a, b], 1)``; here ``forward(a, b)``. Public keys map to ours by dropping
     the ``.conv.weight`` aliases of every meta-convolution, ``normX.body.* →
     normX.*``, and temperatures ``[heads, 1, 1] → [heads]`` (see
-    :func:`learnable_fusion_loss.models.convert_official_state_dict`). The
+    :func:`projects.tdfusion.tdfusion.convert.convert_official_state_dict`). The
     ``meta=True`` path of the public code (its manual fast weights) is not needed:
     the inner step uses ``torch.func.functional_call`` / ``higher`` / ``learn2learn``.
 

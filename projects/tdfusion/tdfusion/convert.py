@@ -10,18 +10,35 @@ Ours: the aliases dropped, ``normN.body.* → normN.*``, temperatures ``[heads]`
 Everything else (names, shapes) is identical. The mapping is derived from the
 target module itself (:func:`official_layout`), so it covers any ``dim``,
 ``num_blocks``, ``heads`` and ``bias`` setting.
+
+Importing this module registers :func:`read_refusion_weights` with
+:func:`learnable_fusion_loss.apis.weights.register_weight_reader`, so that
+:func:`learnable_fusion_loss.apis.load_fusion_network` (and ``tools/fuse.py``) load
+a ReFusion file, in either format, without a config.
+
+>>> from learnable_fusion_loss.apis.weights import weight_readers
+>>> weight_readers()["refusion"] is read_refusion_weights
+True
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from ..compat import load_weights_only
+from learnable_fusion_loss.apis.weights import (
+    check_state_dict,
+    find_prefix,
+    read_state_dict,
+    register_weight_reader,
+)
+from learnable_fusion_loss.apis.weights import list_keys as _listing
+
+from .lpn import TDFusionLPN
 from .refusion import ReFusionNet
 
 __all__ = [
@@ -30,25 +47,18 @@ __all__ = [
     "load_fusion_checkpoint",
     "load_official_state_dict",
     "official_layout",
+    "read_refusion_weights",
 ]
 
 Kind = Literal["refusion", "lpn"]
 _STEM = {"refusion": "project_in_1", "lpn": "patch_embed1"}
 _ENCODER_BLOCK = "encoder1.{}.attn.temperature"
-_MAX_LISTED = 20
-
-
-def _lpn_class() -> type[nn.Module]:
-    # generators sit beside models in the core; imported lazily to keep models importable alone
-    from ..generators.tdfusion_lpn import TDFusionLPN
-
-    return TDFusionLPN
 
 
 def _kind_of(model: nn.Module) -> Kind:
     if isinstance(model, ReFusionNet):
         return "refusion"
-    if isinstance(model, _lpn_class()):
+    if isinstance(model, TDFusionLPN):
         return "lpn"
     raise TypeError(f"model must be a ReFusionNet or TDFusionLPN, got {type(model).__name__}")
 
@@ -74,12 +84,6 @@ def official_layout(model: nn.Module) -> dict[str, tuple[str, torch.Size, torch.
         for official in _official_names(name, owner):
             layout[official] = (name, public, ours)
     return layout
-
-
-def _listing(keys: list[str]) -> str:
-    shown = ", ".join(repr(k) for k in keys[:_MAX_LISTED])
-    more = len(keys) - _MAX_LISTED
-    return shown + (f" (and {more} more)" if more > 0 else "")
 
 
 def _map_official(
@@ -166,7 +170,7 @@ def infer_official_config(sd: Mapping[str, Tensor], kind: Kind) -> dict:
 
 
 def _build(kind: Kind, config: dict) -> nn.Module:
-    cls = ReFusionNet if kind == "refusion" else _lpn_class()
+    cls = ReFusionNet if kind == "refusion" else TDFusionLPN
     try:
         return cls(**config)
     except ValueError as error:
@@ -198,12 +202,32 @@ def load_official_state_dict(model: nn.Module, sd: Mapping[str, Tensor]) -> nn.M
 
 
 # ----------------------------------------------------------------------------- checkpoints
-_PREFERRED_PREFIXES = ("", "fusion_net.", "module.", "model.")
-
-
 def _is_official(sd: Mapping[str, object]) -> bool:
     keys = [k for k in sd if isinstance(k, str)]
     return any(k.endswith((".conv.weight", ".conv.bias")) or ".body." in k for k in keys)
+
+
+def _load_refusion(
+    sd: Mapping[str, Any], path: str, model: ReFusionNet | None, prefix: str | None
+) -> ReFusionNet:
+    """The ReFusion network held by the state dict ``sd`` of file ``path``, loaded strictly."""
+    anchor = f"{_STEM['refusion']}.weight"
+    chosen = find_prefix(sd, anchor, path, prefix, label="ReFusion")
+    sub = {k[len(chosen):]: v for k, v in sd.items() if k.startswith(chosen)}
+    what = f"checkpoint {path!r}" + (f" (prefix {chosen!r})" if chosen else "")
+    official = _is_official(sub)
+    if model is None:
+        config = infer_official_config(sub, "refusion")
+        model = _build("refusion", config)  # type: ignore[assignment]
+    elif not isinstance(model, ReFusionNet):
+        raise TypeError(f"model must be a ReFusionNet, got {type(model).__name__}")
+    if official:
+        ours = _map_official(sub, model, what=what)
+    else:
+        check_state_dict(sub, model, what)
+        ours = dict(sub)
+    model.load_state_dict(ours, strict=True)
+    return model
 
 
 def load_fusion_checkpoint(
@@ -226,62 +250,34 @@ def load_fusion_checkpoint(
     ``weights_only=True`` plus the allow-list of MMEngine runner checkpoints, so
     every checkpoint the project writes loads and no file can run code. A file
     that is unreadable or holds other objects raises ``ValueError`` naming it.
+
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "f.pth")
+    >>> torch.save({"state_dict": {"fusion_net." + k: v for k, v in
+    ...            ReFusionNet(dim=8, num_blocks=1, heads=2).state_dict().items()}}, path)
+    >>> load_fusion_checkpoint(path).config["dim"]
+    8
     """
     path = os.fspath(path)
     # The allow-list is applied inside, so a checkpoint of tools/train.py (MMEngine's
     # message_hub with HistoryBuffer objects) loads in any process, still weights-only.
-    obj = load_weights_only(path, map_location=map_location)
-    sd = obj.get("state_dict", obj) if isinstance(obj, Mapping) else None
-    if not isinstance(sd, Mapping):
-        raise ValueError(f"{path!r} holds a {type(obj).__name__}, not a state dict")
+    sd = read_state_dict(path, map_location=map_location)
+    return _load_refusion(sd, path, model, prefix)
+
+
+@register_weight_reader("refusion")
+def read_refusion_weights(
+    state: Mapping[str, Any], model: nn.Module | None, path: str
+) -> ReFusionNet | None:
+    """The weight reader of :class:`ReFusionNet` (see :mod:`learnable_fusion_loss.apis.weights`).
+
+    Takes a file for a given ReFusionNet, and without a network a file holding one
+    (a key ending in ``project_in_1.weight``), in our format or the public one; the
+    network is then built with the configuration read off the weights.
+    """
+    if model is not None:
+        return _load_refusion(state, path, model, None) if isinstance(model, ReFusionNet) else None
     anchor = f"{_STEM['refusion']}.weight"
-    prefixes = sorted({k[: -len(anchor)] for k in sd if isinstance(k, str) and k.endswith(anchor)})
-    if prefix is not None:
-        if prefix not in prefixes:
-            raise ValueError(
-                f"{path!r} has no {anchor!r} under prefix {prefix!r} (found {prefixes})"
-            )
-        prefixes = [prefix]
-    if not prefixes:
-        raise ValueError(
-            f"no ReFusion weights in {path!r}: expected a key {anchor!r} (optionally under a "
-            f"prefix such as 'fusion_net.'); found keys {_listing(list(map(str, sd)))}"
-        )
-    if len(prefixes) > 1:
-        preferred = [p for p in _PREFERRED_PREFIXES if p in prefixes]
-        if not preferred:
-            raise ValueError(
-                f"{path!r} holds several ReFusion networks (prefixes {prefixes}); pass prefix="
-            )
-        prefixes = preferred[:1]
-    chosen = prefixes[0]
-    sub = {k[len(chosen):]: v for k, v in sd.items() if k.startswith(chosen)}
-    what = f"checkpoint {path!r}" + (f" (prefix {chosen!r})" if chosen else "")
-    official = _is_official(sub)
-    if model is None:
-        config = infer_official_config(sub, "refusion")
-        model = _build("refusion", config)  # type: ignore[assignment]
-    elif not isinstance(model, ReFusionNet):
-        raise TypeError(f"model must be a ReFusionNet, got {type(model).__name__}")
-    if official:
-        ours = _map_official(sub, model, what=what)
-    else:
-        expected = model.state_dict()
-        missing = [k for k in expected if not isinstance(sub.get(k), Tensor)]
-        extra = [k for k in sub if k not in expected]
-        wrong = [
-            f"{k}: expected {tuple(expected[k].shape)}, got {tuple(sub[k].shape)}"
-            for k in expected
-            if k in sub and sub[k].shape != expected[k].shape
-        ]
-        problems = [
-            f"{label} {_listing(keys)}"
-            for label, keys in (("missing keys", missing), ("unexpected keys", extra),
-                                ("wrong shapes:", wrong))
-            if keys
-        ]
-        if problems:
-            raise ValueError(f"{what} does not match ReFusionNet: " + "; ".join(problems))
-        ours = dict(sub)
-    model.load_state_dict(ours, strict=True)
-    return model
+    if not any(isinstance(k, str) and k.endswith(anchor) for k in state):
+        return None
+    return _load_refusion(state, path, None, None)
