@@ -14,7 +14,7 @@ their parts with.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
@@ -55,10 +55,22 @@ HOOKS = Registry("hook", parent=MMENGINE_HOOKS, scope=SCOPE, locations=["learnab
 __all__ = ["SCOPE", "MODELS", "DATASETS", "TRANSFORMS", "METRICS", "LOOPS", "HOOKS", "build_module"]
 
 
+def _not_registered(type_name: str, error: KeyError) -> NoReturn:
+    raise KeyError(
+        f"{type_name!r} is not a registered type of the {SCOPE!r} model registry: no imported "
+        "module registered it. A project's types register when its package is imported: add "
+        "custom_imports=dict(imports=['projects.<name>.<package>']) to the config "
+        "(with the repository root on sys.path, as tools/*.py put it), or import the package "
+        "before building"
+    ) from error
+
+
 def build_module(cfg: Any, required: str | None = None) -> Any:
     """``MODELS.build`` a config mapping (a copy of it); anything else is returned as it is.
 
-    With ``required`` (the argument's name), ``None`` raises ``ValueError`` instead.
+    With ``required`` (the argument's name), ``None`` raises ``ValueError`` instead. A
+    ``type`` that no imported module registered raises ``KeyError`` saying how to
+    import the package that defines it.
 
     >>> import torch
     >>> net = torch.nn.Identity()
@@ -68,9 +80,22 @@ def build_module(cfg: Any, required: str | None = None) -> Any:
     Traceback (most recent call last):
     ...
     ValueError: fusion_net is required
+    >>> build_module(dict(type="NoSuchNet"))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    KeyError: "'NoSuchNet' is not a registered type ... custom_imports=dict(imports=['projects.<name>.<package>']) ..."
     """
     if isinstance(cfg, Mapping):
-        return MODELS.build(dict(cfg))
+        try:
+            return MODELS.build(dict(cfg))
+        except KeyError as error:
+            type_name = cfg.get("type")
+            message = error.args[0] if error.args else ""
+            if isinstance(type_name, str) and isinstance(message, str) and message.startswith(
+                f"{type_name} is not in the "
+            ):
+                _not_registered(type_name, error)
+            raise
     if cfg is None and required is not None:
         raise ValueError(f"{required} is required")
     return cfg
