@@ -1,4 +1,6 @@
-# Runtime shared by every TDFusion config (MMEngine).
+# The library's runtime (MMEngine): registries, hooks, wrappers, logging.
+# custom_imports lists the library's modules; a project's runtime base
+# (projects/<name>/configs/_base_/default_runtime.py) adds its own package.
 default_scope = 'lfl'
 custom_imports = dict(
     imports=[
@@ -10,7 +12,6 @@ custom_imports = dict(
         'learnable_fusion_loss.datasets',
         'learnable_fusion_loss.metrics',
         'learnable_fusion_loss.engine',
-        'projects.tdfusion.tdfusion',
     ],
     allow_failed_imports=False)
 

@@ -1,10 +1,10 @@
 # TDFusion, SegFormer on FMB (15 classes), paper settings; 300x400 task view.
 # Data: <data_root>/FMB.
 _base_ = [
-    '../../../configs/_base_/models/tdfusion_segformer.py',
+    './_base_/models/tdfusion_segformer.py',
     '../../../configs/_base_/datasets/fmb_seg.py',
-    '../../../configs/_base_/schedules/tdfusion_paper.py',
-    '../../../configs/_base_/default_runtime.py',
+    './_base_/schedules/tdfusion_paper.py',
+    './_base_/default_runtime.py',
 ]
 model = dict(task=dict(
     num_classes=15,

@@ -2,9 +2,9 @@
 # L = 50 epochs, M = 200 meta steps, Adam lr 1e-4 (F, T, G), batch 2, alpha = 1,
 # 256x256 fusion crops, 240x320 task view. Data: <data_root>/MSRS.
 _base_ = [
-    '../../../configs/_base_/models/tdfusion_segformer.py',
+    './_base_/models/tdfusion_segformer.py',
     '../../../configs/_base_/datasets/msrs_seg.py',
-    '../../../configs/_base_/schedules/tdfusion_paper.py',
-    '../../../configs/_base_/default_runtime.py',
+    './_base_/schedules/tdfusion_paper.py',
+    './_base_/default_runtime.py',
 ]
 model = dict(task=dict(num_classes=9))

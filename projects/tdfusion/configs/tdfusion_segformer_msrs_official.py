@@ -4,10 +4,10 @@
 # the squared-weight intensity term and the per-axis gradient term; T's Adam state
 # keeps its T' steps (keep_task_optimizer_state; the public code reloads T's weights only).
 _base_ = [
-    '../../../configs/_base_/models/tdfusion_segformer.py',
+    './_base_/models/tdfusion_segformer.py',
     '../../../configs/_base_/datasets/msrs_seg.py',
-    '../../../configs/_base_/schedules/tdfusion_official.py',
-    '../../../configs/_base_/default_runtime.py',
+    './_base_/schedules/tdfusion_official.py',
+    './_base_/default_runtime.py',
 ]
 model = dict(
     # the public SegFormer takes the fused image as it is (1 channel in [0, 1], no

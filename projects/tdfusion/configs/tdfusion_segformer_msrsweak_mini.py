@@ -1,10 +1,10 @@
 # Mini segmentation run on ../shared/data/msrs_det with weak masks rasterised from
 # the boxes (4 classes incl. background), sized for 2 CPU cores.
 _base_ = [
-    '../../../configs/_base_/models/tdfusion_segformer.py',
+    './_base_/models/tdfusion_segformer.py',
     '../../../configs/_base_/datasets/msrs_weakseg_mini.py',
-    '../../../configs/_base_/schedules/tdfusion_mini.py',
-    '../../../configs/_base_/default_runtime.py',
+    './_base_/schedules/tdfusion_mini.py',
+    './_base_/default_runtime.py',
 ]
 model = dict(task=dict(
     num_classes=4, class_names=('background', 'person', 'bicycle', 'car'), seed=0))
