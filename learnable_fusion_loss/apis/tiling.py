@@ -10,12 +10,12 @@ blending: every output pixel comes from exactly one window.
 Exactness: for a network whose output at a pixel depends only on inputs within
 ``overlap`` pixels (a CNN of receptive radius ``≤ overlap``, in eval mode), the
 tiled output equals the whole-image output, to float rounding. A network with a
-global operation does not have that property: the Restormer blocks of TDFusion's
-F and of ReFusion use *channel* attention, a softmax over channel-by-channel
-products summed over all pixels of the window, so each window sees its own
-statistics and the result differs from the whole-image pass, most at core
-boundaries (a seam). Larger tiles and overlaps bring it closer; the project's
-README gives measured differences.
+global operation does not have that property: the Restormer blocks
+(:mod:`learnable_fusion_loss.nn.restormer`) use *channel* attention, a softmax over
+channel-by-channel products summed over all pixels of the window, so each window
+sees its own statistics and the result differs from the whole-image pass, most at
+core boundaries (a seam). Larger tiles and overlaps bring it closer; the README of
+a project that uses them gives measured differences.
 
 Peak memory: the full-size sources and output (three float32 planes, 12 bytes per
 pixel of each grey image in the batch) plus the network's activations for one

@@ -45,8 +45,8 @@ class ConvWeightGenerator(nn.Module):
     """A small fully convolutional G: sources → per-pixel softmax weights.
 
     ``concat(sources) → [conv3×3 → GELU] × depth → conv3×3 → softmax`` over the
-    source axis. About 5k parameters at the defaults: a fast stand-in for
-    TDFusion's Restormer LPN.
+    source axis. About 5k parameters at the defaults: a fast stand-in for a
+    Restormer-based generator.
 
     Args:
         num_sources: K, the number of sources (and output channels).

@@ -7,8 +7,9 @@
   as fused weights (:class:`BlockWeights`), a function (:func:`restormer_block_nhwc`)
   and modules (:class:`RestormerBlock`).
 
-Nothing here knows about a fusion method; the networks built from these live in
-:mod:`learnable_fusion_loss.models` and :mod:`learnable_fusion_loss.generators`.
+Nothing here knows about a fusion method; the networks built from these live with
+the method that uses them (a project's package), beside the generic ones of
+:mod:`learnable_fusion_loss.generators`.
 
 >>> import torch
 >>> from learnable_fusion_loss.nn import RestormerBlock, nchw_view, nhwc

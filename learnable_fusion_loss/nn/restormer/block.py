@@ -9,8 +9,8 @@ The modules (:class:`RestormerBlock` = :class:`ChannelLayerNorm` +
 :class:`ChannelAttention` + :class:`GatedFeedForward`) hold the parameters and
 build the fused weights on every call (``fused()``). Their parameter layout mirrors
 the public Restormer code (``qkv``, ``qkv_dwconv``, ``project_out``,
-``temperature`` ...) so that converting a public checkpoint is a renaming; see
-:mod:`learnable_fusion_loss.models.convert`.
+``temperature`` ...) so that converting a public checkpoint is a renaming (a
+network's converter derives the mapping from the module itself).
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ One of three implementations of the same block maths (``x + attn(LN x)``, then
 
 :func:`~.block.restormer_block_nhwc` picks one. ``tests/test_networks.py`` proves
 they agree: ``test_banded_block_forward_mode_equals_unbanded`` (this = forward-mode
-AD of graph, primal and tangent, for a merged pair, one block and ReFusion's fusion
-module (no layer norm), with and without biases), ``test_banded_block_equals_unbanded_for_any_band``
+AD of graph, primal and tangent, for a merged pair, one block and a cross-attention
+fusion module written as a block (no layer norm), with and without biases), ``test_banded_block_equals_unbanded_for_any_band``
 (streamed = graph) and ``test_hypergradient_of_fast_networks_equals_reference_and_checkpointing``
 (the forward-mode meta step that runs this = the unrolled one). A change to the
 maths goes into all three.

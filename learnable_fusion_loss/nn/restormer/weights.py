@@ -10,8 +10,9 @@ all read this description.
 
 Two independent blocks running on two inputs (two encoder branches) are merged into
 one block-diagonal block over the concatenated channels by :func:`merge_block_pair`;
-other sub-networks can be written in the same form and run by the same code (ReFusion's
-cross-attention fusion module is, see ``models/refusion.py``).
+other sub-networks can be written in the same form and run by the same code (a
+cross-attention fusion module of two feature maps, say: block-diagonal attention
+with swapped query rows and a gated feed-forward over the concatenated channels).
 """
 
 from __future__ import annotations

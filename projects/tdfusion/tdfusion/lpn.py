@@ -50,6 +50,13 @@ class TDFusionLPN(nn.Module):
             public code, only the first entry is used).
         ffn_expansion_factor: hidden width of the gated feed-forward, ×dim.
         bias: biases in the convolutions (public default: none).
+
+    >>> import torch
+    >>> weights = TDFusionLPN(dim=8, num_blocks=1, heads=2)(torch.rand(1, 1, 9, 11), torch.rand(1, 1, 9, 11))
+    >>> weights.shape, bool(torch.allclose(weights.sum(dim=1), torch.ones(1, 9, 11)))
+    (torch.Size([1, 2, 9, 11]), True)
+    >>> sum(p.numel() for p in TDFusionLPN(heads=[8, 8, 8]).parameters())
+    44529
     """
 
     def __init__(

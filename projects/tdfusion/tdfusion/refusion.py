@@ -196,6 +196,13 @@ class ReFusionNet(nn.Module):
             (``torch.utils.checkpoint``, non-reentrant, so ``autograd.grad`` and the
             meta step's double backward work). Same outputs and gradients, less
             memory for large crops, one extra forward of every block.
+
+    >>> import torch
+    >>> net = ReFusionNet(dim=8, num_blocks=1, heads=2).eval()
+    >>> net(torch.rand(1, 1, 20, 27), torch.rand(1, 1, 20, 27)).shape
+    torch.Size([1, 1, 20, 27])
+    >>> sum(p.numel() for p in ReFusionNet().parameters())
+    59856
     """
 
     def __init__(
