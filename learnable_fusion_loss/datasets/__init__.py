@@ -7,6 +7,7 @@
   :class:`LLVIPDataset`.
 * :mod:`.transforms`: ``TaskView``, ``PairedRandomCrop``, ``RandomModalitySwap``,
   ``BoxesToWeakMask``, ...
+* :mod:`.boxes`: box rescaling, cropping, format changes and rasterising.
 * :mod:`.collate`: :func:`collate_paired` (ultralytics detection targets, modality swap).
 
 The disjoint meta-train / meta-test split of each epoch is drawn by the training
@@ -16,6 +17,13 @@ Datasets register in ``learnable_fusion_loss.registry.DATASETS`` and transforms 
 ``TRANSFORMS`` (scope ``lfl``).
 """
 
+from .boxes import (
+    boxes_cxcywh_to_xyxy,
+    boxes_to_mask,
+    boxes_xyxy_to_cxcywh,
+    crop_boxes,
+    resize_boxes,
+)
 from .collate import SwapCollate, collate_paired
 from .detection import (
     LLVIP_CLASSES,
@@ -54,11 +62,6 @@ from .transforms import (
     PairedResize,
     RandomModalitySwap,
     TaskView,
-    boxes_cxcywh_to_xyxy,
-    boxes_to_mask,
-    boxes_xyxy_to_cxcywh,
-    crop_boxes,
-    resize_boxes,
     tdfusion_train_pipeline,
 )
 
