@@ -36,9 +36,9 @@ from learnable_fusion_loss.datasets import (
     crop_boxes,
     resize_boxes,
     rgb_to_ycrcb,
-    tdfusion_train_pipeline,
 )
 from learnable_fusion_loss.registry import DATASETS
+from projects.tdfusion.tdfusion import TASK_VIEW_SIZES, tdfusion_train_pipeline
 
 RNG = np.random.default_rng(0)
 
@@ -237,7 +237,7 @@ def test_weak_masks_from_real_boxes(data_root: Path) -> None:
     ds = YoloPairedDetDataset(
         data_root / "msrs_det",
         "train",
-        pipeline=[BoxesToWeakMask(), TaskView("MSRS"), PairedRandomCrop(256)],
+        pipeline=[BoxesToWeakMask(), TaskView(TASK_VIEW_SIZES["MSRS"]), PairedRandomCrop(256)],
     )
     s = ds[0]
     assert "bboxes" not in s and s["weak_labels"] is True

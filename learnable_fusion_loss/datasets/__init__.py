@@ -55,14 +55,12 @@ from .labels import (
 from .paired import PairedFusionDataset, PairedImageDataset, PairEntry, PairingError, build_pipeline
 from .segmentation import FMB_CLASSES, MSRS_CLASSES, FMBSegDataset, MSRSSegDataset, PairedSegDataset
 from .transforms import (
-    TASK_VIEW_SIZES,
     BoxesToWeakMask,
     PairedCenterCrop,
     PairedRandomCrop,
     PairedResize,
     RandomModalitySwap,
     TaskView,
-    tdfusion_train_pipeline,
 )
 
 __all__ = [
@@ -101,7 +99,6 @@ __all__ = [
     "LLVIP_CLASSES",
     "build_pipeline",
     # transforms
-    "TASK_VIEW_SIZES",
     "TaskView",
     "PairedRandomCrop",
     "PairedCenterCrop",
@@ -113,7 +110,6 @@ __all__ = [
     "boxes_cxcywh_to_xyxy",
     "crop_boxes",
     "resize_boxes",
-    "tdfusion_train_pipeline",
     # batching
     "collate_paired",
     "SwapCollate",

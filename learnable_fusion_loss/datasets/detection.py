@@ -185,10 +185,7 @@ class VOCPairedDetDataset(_DetDataset):
 
 @DATASETS.register_module()
 class M3FDDataset(VOCPairedDetDataset):
-    """M3FD detection: ``root/Ir``, ``root/Vis``, ``root/Annotation/*.xml``, 6 classes.
-
-    TDFusion task view for M3FD: 192×256 (``TaskView('M3FD')``).
-    """
+    """M3FD detection: ``root/Ir``, ``root/Vis``, ``root/Annotation/*.xml``, 6 classes."""
 
     def __init__(
         self,
@@ -204,10 +201,7 @@ class M3FDDataset(VOCPairedDetDataset):
 
 @DATASETS.register_module()
 class LLVIPDataset(VOCPairedDetDataset):
-    """LLVIP: ``root/infrared/<split>``, ``root/visible/<split>``, ``root/Annotations/*.xml``.
-
-    TDFusion task view for LLVIP: 256×320 (``TaskView('LLVIP')``).
-    """
+    """LLVIP: ``root/infrared/<split>``, ``root/visible/<split>``, ``root/Annotations/*.xml``."""
 
     def __init__(
         self,

@@ -143,10 +143,7 @@ class PairedSegDataset(PairedFusionDataset):
 
 @DATASETS.register_module()
 class MSRSSegDataset(PairedSegDataset):
-    """MSRS segmentation: ``root/{train,test}/{ir,vi,Segmentation_labels}``, 9 classes.
-
-    TDFusion task view for MSRS: 240×320 (``TaskView('MSRS')``).
-    """
+    """MSRS segmentation: ``root/{train,test}/{ir,vi,Segmentation_labels}``, 9 classes."""
 
     def __init__(self, root: str | os.PathLike[str], split: str = "train", **kwargs: Any) -> None:
         kwargs.setdefault("ir_dir", "ir")
@@ -164,7 +161,6 @@ class FMBSegDataset(PairedSegDataset):
     Assumed from the SegMiF release and public FMB loaders (the data is not
     available here to verify): ``Label/`` holds class-index PNGs with the
     image's file name; ``color/`` (colour visualisation) is ignored.
-    TDFusion task view for FMB: 300×400 (``TaskView('FMB')``).
     """
 
     def __init__(self, root: str | os.PathLike[str], split: str = "train", **kwargs: Any) -> None:

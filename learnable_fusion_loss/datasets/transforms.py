@@ -34,23 +34,13 @@ from .boxes import boxes_to_mask, crop_boxes, resize_boxes
 from .boxes import boxes_xyxy_to_cxcywh  # noqa: F401  (collate imports it from here)
 
 __all__ = [
-    "TASK_VIEW_SIZES",
     "TaskView",
     "PairedRandomCrop",
     "PairedCenterCrop",
     "PairedResize",
     "RandomModalitySwap",
     "BoxesToWeakMask",
-    "tdfusion_train_pipeline",
 ]
-
-#: Task-view sizes ``(H, W)`` of the TDFusion recipe per dataset.
-TASK_VIEW_SIZES: dict[str, tuple[int, int]] = {
-    "MSRS": (240, 320),
-    "FMB": (300, 400),
-    "M3FD": (192, 256),
-    "LLVIP": (256, 320),
-}
 
 #: Image keys of the fusion view (cropped/resized together).
 FUSION_IMAGE_KEYS = ("ir", "vi", "vi_crcb")
@@ -113,21 +103,20 @@ class TaskView:
     axis), so a later :class:`PairedRandomCrop` crops only the fusion view.
 
     Args:
-        size: ``(H, W)`` (TDFusion: MSRS 240×320, FMB 300×400, M3FD 192×256,
-            LLVIP 256×320; see :data:`TASK_VIEW_SIZES`), or a dataset name key.
-        mode: interpolation for images (``'bilinear'`` like TDFusion).
-        antialias: low-pass before downsampling (TDFusion: off).
+        size: ``(H, W)``, given explicitly (a method's per-dataset sizes are its
+            project's presets; a name here is an error).
+        mode: interpolation for images (``'bilinear'`` by default).
+        antialias: low-pass before downsampling (off by default).
     """
 
     def __init__(
-        self, size: Sequence[int] | str, mode: str = "bilinear", antialias: bool = False
+        self, size: Sequence[int], mode: str = "bilinear", antialias: bool = False
     ) -> None:
         if isinstance(size, str):
-            if size not in TASK_VIEW_SIZES:
-                raise ValueError(
-                    f"unknown task-view preset {size!r}; known: {sorted(TASK_VIEW_SIZES)}"
-                )
-            size = TASK_VIEW_SIZES[size]
+            raise ValueError(
+                f"unknown task-view preset {size!r}: TaskView takes an explicit size (H, W); "
+                "named sizes are a project's presets (look the size up there and pass it)"
+            )
         self.size = _size_pair(size, "size")
         self.mode = mode
         self.antialias = antialias
@@ -337,20 +326,3 @@ class BoxesToWeakMask:
             sample.pop("bboxes")
             sample.pop("labels")
         return sample
-
-
-def tdfusion_train_pipeline(
-    task_size: Sequence[int] | str, crop_size: int = 256, swap_prob: float | None = None
-) -> list[dict[str, Any]]:
-    """Config list for TDFusion training views: :class:`TaskView`, then :class:`PairedRandomCrop`.
-
-    ``swap_prob`` adds :class:`RandomModalitySwap` (the per-sample swap); for the
-    batch-doubling form use ``collate_paired(..., swap_modalities=True)`` instead.
-    """
-    pipeline: list[dict[str, Any]] = [
-        dict(type="lfl.TaskView", size=task_size),
-        dict(type="lfl.PairedRandomCrop", size=crop_size),
-    ]
-    if swap_prob is not None:
-        pipeline.append(dict(type="lfl.RandomModalitySwap", prob=swap_prob))
-    return pipeline

@@ -12,6 +12,7 @@ Loaded by the configs through ``custom_imports=dict(imports=['projects.tdfusion.
   ``w_a * I_a + w_b * I_b`` with the weights of a (trainable) weight network.
 * :class:`SourceBaselineFusion` - the trivial baselines of the results table:
   IR alone, VIS alone, their average, their maximum (no parameters).
+* :mod:`.presets` - the paper's task-view sizes per dataset and its train pipeline.
 
 Importing the package also registers the ReFusion weight reader of
 :mod:`learnable_fusion_loss.apis.weights` and the project's zoo folder
@@ -32,6 +33,7 @@ from .convert import (
 )
 from .fusion import BASELINE_RULES, SourceBaselineFusion, WeightedSumFusion
 from .lpn import TDFusionLPN
+from .presets import TASK_VIEW_SIZES, tdfusion_train_pipeline
 from .refusion import AttentionFusionModule, ReFusionNet
 
 #: The project's model zoo (``projects/tdfusion/zoo``).
@@ -50,4 +52,6 @@ __all__ = [
     "SourceBaselineFusion",
     "BASELINE_RULES",
     "ZOO_ROOT",
+    "TASK_VIEW_SIZES",
+    "tdfusion_train_pipeline",
 ]
