@@ -306,6 +306,28 @@ def test_crop_then_taskview_targets_follow_frame() -> None:
     assert (redrawn == tv["gt_sem_seg"]).float().mean() > 0.97
 
 
+def test_taskview_marks_the_target_frame_and_crops_read_it() -> None:
+    sample = {
+        "ir": torch.rand(1, 48, 64),
+        "vi": torch.rand(1, 48, 64),
+        "bboxes": torch.tensor([[8.0, 8.0, 24.0, 40.0]]),
+        "labels": torch.tensor([1]),
+        "target_shape": (48, 64),
+        "img_id": "x",
+    }
+    assert "target_frame" not in sample
+    viewed = TaskView((24, 32))(sample)
+    assert viewed["target_frame"] == "task"
+    cropped = PairedCenterCrop((32, 32))(viewed)  # targets stay in the task frame
+    assert cropped["target_shape"] == (24, 32) and cropped["bboxes"].tolist() == [[4.0, 4.0, 12.0, 20.0]]
+    resized = PairedResize((96, 128))(viewed)
+    assert resized["target_shape"] == (24, 32) and resized["ir"].shape == (1, 96, 128)
+    # the field, not the presence of task images, decides: a hand-made task view with
+    # targets in the image frame has its targets cropped with the images
+    by_hand = dict(sample, ir_task=torch.rand(1, 24, 32), vi_task=torch.rand(1, 24, 32))
+    assert PairedCenterCrop((32, 32))(by_hand)["target_shape"] == (32, 32)
+
+
 def test_crop_too_small_and_padding() -> None:
     sample = {"ir": torch.rand(1, 20, 30), "vi": torch.rand(1, 20, 30), "img_id": "tiny"}
     with pytest.raises(ValueError, match="tiny.*smaller than the crop"):

@@ -21,6 +21,9 @@ key                value
 ``bboxes``         ``[N, 4]`` float32 ``x1, y1, x2, y2`` pixels (detection sets).
 ``labels``         ``[N]`` int64 class ids (detection sets).
 ``target_shape``   ``(H, W)`` of the frame the targets live in.
+``target_frame``   ``'task'`` once :class:`~.transforms.TaskView` has moved the
+                   targets into the task view; absent while they share the
+                   frame of ``ir``/``vi`` (and follow their crops and resizes).
 ``img_id``         sample id (file stem), ``str``.
 ``img_path``       path of the source-B (visible) file, ``str``; ``ir_path`` and
                    ``vi_path`` name both files; ``label_path`` the label file.

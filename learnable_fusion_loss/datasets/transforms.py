@@ -46,6 +46,10 @@ __all__ = [
 FUSION_IMAGE_KEYS = ("ir", "vi", "vi_crcb")
 #: Image keys of the task view.
 TASK_IMAGE_KEYS = ("ir_task", "vi_task")
+#: Sample key naming the frame the targets live in: ``"task"`` once :class:`TaskView`
+#: has moved them into the task view; absent (or ``"image"``), they share the frame
+#: of the fusion-view images and follow their crops and resizes.
+TARGET_FRAME_KEY = "target_frame"
 
 
 # --------------------------------------------------------------------------- images
@@ -95,12 +99,18 @@ def _has_targets(sample: dict[str, Any]) -> bool:
     return "gt_sem_seg" in sample or "bboxes" in sample
 
 
+def _targets_in_task_frame(sample: dict[str, Any]) -> bool:
+    """True once :class:`TaskView` has put the targets in the task frame."""
+    return sample.get(TARGET_FRAME_KEY) == "task"
+
+
 @TRANSFORMS.register_module()
 class TaskView:
     """Add the task view: the whole pair resized to ``size`` as ``ir_task`` / ``vi_task``.
 
     Targets are moved into the task frame (mask: nearest; boxes: scaled per
-    axis), so a later :class:`PairedRandomCrop` crops only the fusion view.
+    axis) and the sample says so, ``sample['target_frame'] = 'task'``, so a later
+    :class:`PairedRandomCrop` or :class:`PairedResize` acts on the fusion view only.
 
     Args:
         size: ``(H, W)``, given explicitly (a method's per-dataset sizes are its
@@ -127,6 +137,7 @@ class TaskView:
             sample[dst] = _resize_image(sample[src], self.size, self.mode, self.antialias)
         if _has_targets(sample):
             _resize_targets(sample, self.size)
+        sample[TARGET_FRAME_KEY] = "task"
         return sample
 
     def __repr__(self) -> str:
@@ -144,9 +155,9 @@ def _crop_sample(
     for key in FUSION_IMAGE_KEYS:
         if key in out:
             out[key] = out[key][..., y0:y1, x0:x1]
-    # Targets follow the crop only when they share its frame, i.e. no task view was made.
+    # Targets follow the crop only when they share its frame (not moved by TaskView).
     if crop_targets is None:
-        crop_targets = "ir_task" not in sample
+        crop_targets = not _targets_in_task_frame(sample)
     if crop_targets and _has_targets(sample):
         if tuple(sample.get("target_shape", (y1, x1))) != tuple(sample["ir"].shape[-2:]):
             raise ValueError(
@@ -171,8 +182,8 @@ class PairedRandomCrop:
     Args:
         size: crop ``(H, W)`` or side length (TDFusion: 256).
         crop_targets: crop ``gt_sem_seg``/``bboxes`` too. ``None`` (default): only
-            when the sample has no task view, since after :class:`TaskView` the
-            targets belong to the task view.
+            when they share the images' frame, i.e. unless ``sample['target_frame']``
+            is ``'task'`` (set by :class:`TaskView`: the targets belong to the task view).
         pad_if_needed: reflect-pad images smaller than the crop (else an error
             naming the sample and its size).
         min_box_size: cropped boxes narrower or lower than this (pixels) are dropped.
@@ -209,10 +220,11 @@ class PairedRandomCrop:
             if key in out:
                 mode = "reflect" if pad_h < h and pad_w < w else "replicate"
                 out[key] = F.pad(out[key][None], (0, pad_w, 0, pad_h), mode=mode)[0]
-        if "gt_sem_seg" in out and "ir_task" not in out:
+        in_task_frame = _targets_in_task_frame(out)
+        if "gt_sem_seg" in out and not in_task_frame:
             out["gt_sem_seg"] = F.pad(out["gt_sem_seg"], (0, pad_w, 0, pad_h), value=0)
             out["target_shape"] = (h + pad_h, w + pad_w)
-        elif "bboxes" in out and "ir_task" not in out:
+        elif "bboxes" in out and not in_task_frame:
             out["target_shape"] = (h + pad_h, w + pad_w)
         return out
 
@@ -246,7 +258,9 @@ class PairedCenterCrop(PairedRandomCrop):
 
 @TRANSFORMS.register_module()
 class PairedResize:
-    """Resize the fusion view (``ir``, ``vi``, ``vi_crcb``) and, if in the same frame, the targets.
+    """Resize the fusion view (``ir``, ``vi``, ``vi_crcb``) and, if in its frame, the targets.
+
+    Targets in the task frame (``sample['target_frame'] == 'task'``) are left alone.
 
     Args:
         size: output ``(H, W)``.
@@ -261,7 +275,7 @@ class PairedResize:
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
         sample = dict(sample)
-        targets_in_frame = "ir_task" not in sample
+        targets_in_frame = not _targets_in_task_frame(sample)
         if targets_in_frame and _has_targets(sample):
             _resize_targets(sample, self.size)
         for key in FUSION_IMAGE_KEYS:
