@@ -1,6 +1,7 @@
 """Paired-modality datasets, transforms and image I/O.
 
-* :mod:`.io`: ``load_image``, ``save_image``, ``rgb_to_ycrcb``/``ycrcb_to_rgb``, ``find_pairs``.
+* :mod:`.io`: ``load_image``, ``save_image``, ``rgb_to_ycrcb``/``ycrcb_to_rgb``.
+* :mod:`.folders`: ``list_images``, ``find_pairs`` (pairing by stem), output-folder checks.
 * :mod:`.paired`: the sample layout and :class:`PairedImageDataset` (TNO, RoadScene, medical).
 * :mod:`.segmentation`: :class:`MSRSSegDataset`, :class:`FMBSegDataset`.
 * :mod:`.detection`: :class:`YoloPairedDetDataset` (msrs_det), :class:`M3FDDataset`,
@@ -33,11 +34,9 @@ from .detection import (
     VOCPairedDetDataset,
     YoloPairedDetDataset,
 )
+from .folders import IMAGE_EXTENSIONS, find_pairs, list_images
 from .io import (
-    IMAGE_EXTENSIONS,
     ImageReadError,
-    find_pairs,
-    list_images,
     load_image,
     rgb_to_luma,
     rgb_to_ycrcb,

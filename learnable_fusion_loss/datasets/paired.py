@@ -51,15 +51,8 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from ..registry import DATASETS, TRANSFORMS
-from .io import (
-    IMAGE_EXTENSIONS,
-    ImageReadError,
-    find_pairs,
-    list_images,
-    load_image,
-    rgb_to_luma,
-    rgb_to_ycrcb,
-)
+from .folders import IMAGE_EXTENSIONS, find_pairs, list_images
+from .io import ImageReadError, load_image, rgb_to_luma, rgb_to_ycrcb
 from .labels import read_id_list
 
 __all__ = [

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..registry import DATASETS
-from .io import IMAGE_EXTENSIONS, list_images
+from .folders import IMAGE_EXTENSIONS, list_images
 from .labels import LabelError, read_mask
 from .paired import PairedFusionDataset, PairEntry, Sample, Transform
 
