@@ -21,11 +21,11 @@ from learnable_fusion_loss.datasets import (
     LabelError,
     LLVIPDataset,
     M3FDDataset,
-    MSRSSegDataset,
     PairedCenterCrop,
     PairedImageDataset,
     PairedRandomCrop,
     PairedResize,
+    PairedSegDataset,
     PairingError,
     RandomModalitySwap,
     TaskView,
@@ -41,6 +41,14 @@ from learnable_fusion_loss.registry import DATASETS
 from projects.tdfusion.tdfusion import TASK_VIEW_SIZES, tdfusion_train_pipeline
 
 RNG = np.random.default_rng(0)
+DATASET_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "_base_" / "datasets"
+
+
+def _config_metainfo(name: str) -> dict:
+    """``metainfo`` of a dataset config (the one place a dataset's class list lives)."""
+    from mmengine.config import Config
+
+    return dict(Config.fromfile(str(DATASET_CONFIGS / f"{name}.py")).metainfo)
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -409,7 +417,8 @@ def test_msrs_seg_layout_fixture(tmp_path: Path) -> None:
         mask = RNG.integers(0, 9, size=(24, 32), dtype=np.uint8)
         Image.fromarray(mask).save(root / "train" / "Segmentation_labels" / f"{stem}.png")
         masks[stem] = mask
-    ds = DATASETS.build(dict(type="lfl.MSRSSegDataset", root=str(root), split="train"))
+    ds = DATASETS.build(dict(type="lfl.PairedSegDataset", root=str(root), split="train",
+                             metainfo=_config_metainfo("msrs_seg")))
     assert len(ds) == 3 and ds.num_classes == 9 and ds.class_names[1] == "car"
     s = ds[1]
     assert torch.equal(s["gt_sem_seg"], torch.from_numpy(masks["00002N"]).long())
@@ -451,9 +460,9 @@ def test_seg_missing_mask_and_mask_size(tmp_path: Path) -> None:
         root / "test" / "Segmentation_labels" / "a.png"
     )
     with pytest.raises(PairingError, match=r"'b'.*has no mask"):
-        MSRSSegDataset(root, "test")
+        PairedSegDataset(root, "test")
     with pytest.warns(UserWarning, match="has no mask"):
-        ds = MSRSSegDataset(root, "test", strict=False)
+        ds = PairedSegDataset(root, "test", strict=False)
     assert ds.ids == ["a"]
     with pytest.raises(LabelError, match=r"a\.png.*mask is 4x4 but its images are 8x8"):
         ds[0]
@@ -474,7 +483,8 @@ def test_m3fd_layout_fixture_with_split_list(tmp_path: Path) -> None:
     (root / "Annotation" / "00002.xml").write_text(_voc_xml([("Lamp", 1, 1, 3, 3)], (30, 40)))
     split = tmp_path / "M3FD_train.txt"
     split.write_text("00000.png 1,2,11,22,0\n00001.png\n")  # TDFusion annotation-line files work
-    ds = DATASETS.build(dict(type="lfl.M3FDDataset", root=str(root), ids=str(split)))
+    ds = DATASETS.build(dict(type="lfl.M3FDDataset", root=str(root), ids=str(split),
+                             metainfo=_config_metainfo("m3fd_det")))
     assert isinstance(ds, M3FDDataset)
     assert ds.ids == ["00000", "00001"] and ds.num_classes == 6
     s = ds[0]
@@ -500,14 +510,38 @@ def test_llvip_layout_fixture_and_bad_xml(tmp_path: Path) -> None:
         _voc_xml([("person", 3, 4, 13, 30)], (1024, 1280))
     )
     (root / "Annotations" / "190001.xml").write_text("<annotation><object>")
-    ds = LLVIPDataset(root, "train")
+    llvip = _config_metainfo("llvip_det")
+    ds = LLVIPDataset(root, "train", metainfo=llvip)
     assert len(ds) == 3 and ds[0]["labels"].tolist() == [0]
     with pytest.raises(LabelError, match=r"010002\.xml.*unknown class 'dog'"):
         ds[1]
     with pytest.raises(LabelError, match=r"010003\.xml.*1280x1024"):
         ds[2]
     with pytest.raises(LabelError, match=r"190001\.xml.*not valid XML"):
-        LLVIPDataset(root, "test", validate_labels=True)
+        LLVIPDataset(root, "test", validate_labels=True, metainfo=llvip)
+
+
+def test_class_names_come_from_metainfo_or_label_files(tmp_path: Path) -> None:
+    root = _yolo_set(tmp_path, {"a": ""})
+    ds = YoloPairedDetDataset(root, "train")  # classes.txt
+    assert ds.metainfo == {"classes": ("person", "bicycle", "car")} and ds.num_classes == 3
+    renamed = YoloPairedDetDataset(root, "train", metainfo=dict(classes=("p", "b", "c")))
+    assert renamed.class_names == ("p", "b", "c")
+    with pytest.raises(ValueError, match="disagree"):
+        YoloPairedDetDataset(root, "train", class_names=("x", "y", "z"), metainfo=dict(classes=("p", "b", "c")))
+    voc = tmp_path / "voc"
+    _write_pair(voc, "ir", "vi", "a", (10, 12))
+    (voc / "ann").mkdir()
+    (voc / "ann" / "a.xml").write_text(_voc_xml([], (10, 12)))
+    with pytest.raises(ValueError, match=r"needs its class list.*metainfo=dict\(classes="):
+        DATASETS.build(dict(type="lfl.VOCPairedDetDataset", ir_dir=str(voc / "ir"),
+                            vi_dir=str(voc / "vi"), ann_dir=str(voc / "ann")))
+    unlabelled = PairedImageDataset(voc, split=None)
+    assert unlabelled.metainfo == {} and unlabelled.class_names is None
+    assert PairedImageDataset(voc, split=None, metainfo=dict(name="x")).metainfo == {"name": "x"}
+    # the dataset configs carry one class list per set; the segmentation masks are 0..8
+    assert _config_metainfo("msrs_seg")["classes"][:3] == ("background", "car", "person")
+    assert len(_config_metainfo("fmb_seg")["classes"]) == 15
 
 
 # ----------------------------------------------------------------------------- bad input

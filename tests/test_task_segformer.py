@@ -79,6 +79,11 @@ def test_is_registered_task_adapter():
     assert [len(stage[1]) for stage in task.net.backbone.layers] == [2, 2, 2, 2]
 
 
+def test_class_names_are_given_or_generic():
+    assert SegFormerTask(num_classes=3, seed=0).class_names == ("class_0", "class_1", "class_2")
+    assert make_task().class_names == WEAK_CLASSES
+
+
 def test_builds_under_another_default_scope():
     from mmengine.registry import DefaultScope
 

@@ -68,6 +68,14 @@ def test_is_registered_task_adapter():
     assert 2.9e6 < sum(p.numel() for p in task.net.parameters()) < 3.2e6
 
 
+def test_class_names_are_given_or_generic():
+    assert YOLOv8Task(num_classes=3, seed=0).class_names == ("class_0", "class_1", "class_2")
+    task = YOLOv8Task(num_classes=2, class_names=("a", "b"), seed=0)
+    assert task.class_names == ("a", "b") and task.net.names == {0: "a", 1: "b"}
+    with pytest.raises(ValueError, match="class_names has 1 names"):
+        YOLOv8Task(num_classes=2, class_names=("a",), seed=0)
+
+
 def test_bad_inputs_name_the_argument(train_batch):
     task = YOLOv8Task(seed=0)
     x, target = train_batch

@@ -3,9 +3,9 @@
 * :mod:`.io`: ``load_image``, ``save_image``, ``rgb_to_ycrcb``/``ycrcb_to_rgb``.
 * :mod:`.folders`: ``list_images``, ``find_pairs`` (pairing by stem), output-folder checks.
 * :mod:`.paired`: the sample layout and :class:`PairedImageDataset` (TNO, RoadScene, medical).
-* :mod:`.segmentation`: :class:`MSRSSegDataset`, :class:`FMBSegDataset`.
-* :mod:`.detection`: :class:`YoloPairedDetDataset` (msrs_det), :class:`M3FDDataset`,
-  :class:`LLVIPDataset`.
+* :mod:`.segmentation`: :class:`PairedSegDataset`, :class:`FMBSegDataset`.
+* :mod:`.detection`: :class:`YoloPairedDetDataset` (YOLO txt boxes), :class:`M3FDDataset`,
+  :class:`LLVIPDataset` (VOC xml boxes).
 * :mod:`.transforms`: ``TaskView``, ``PairedRandomCrop``, ``RandomModalitySwap``,
   ``BoxesToWeakMask``, ...
 * :mod:`.boxes`: box rescaling, cropping, format changes and rasterising.
@@ -15,7 +15,8 @@ The disjoint meta-train / meta-test split of each epoch is drawn by the training
 loop's epoch plan (:class:`learnable_fusion_loss.engine.EpochPlan`), not here.
 
 Datasets register in ``learnable_fusion_loss.registry.DATASETS`` and transforms in
-``TRANSFORMS`` (scope ``lfl``).
+``TRANSFORMS`` (scope ``lfl``). A dataset's class names are its
+``metainfo['classes']`` (MMEngine's convention), given by its config or label files.
 """
 
 from .boxes import (
@@ -26,14 +27,7 @@ from .boxes import (
     resize_boxes,
 )
 from .collate import SwapCollate, collate_paired
-from .detection import (
-    LLVIP_CLASSES,
-    M3FD_CLASSES,
-    LLVIPDataset,
-    M3FDDataset,
-    VOCPairedDetDataset,
-    YoloPairedDetDataset,
-)
+from .detection import LLVIPDataset, M3FDDataset, VOCPairedDetDataset, YoloPairedDetDataset
 from .folders import IMAGE_EXTENSIONS, find_pairs, list_images
 from .io import (
     ImageReadError,
@@ -52,7 +46,7 @@ from .labels import (
     read_yolo_boxes,
 )
 from .paired import PairedFusionDataset, PairedImageDataset, PairEntry, PairingError, build_pipeline
-from .segmentation import FMB_CLASSES, MSRS_CLASSES, FMBSegDataset, MSRSSegDataset, PairedSegDataset
+from .segmentation import FMBSegDataset, PairedSegDataset
 from .transforms import (
     BoxesToWeakMask,
     PairedCenterCrop,
@@ -86,16 +80,11 @@ __all__ = [
     "PairedFusionDataset",
     "PairedImageDataset",
     "PairedSegDataset",
-    "MSRSSegDataset",
     "FMBSegDataset",
-    "MSRS_CLASSES",
-    "FMB_CLASSES",
     "YoloPairedDetDataset",
     "VOCPairedDetDataset",
     "M3FDDataset",
     "LLVIPDataset",
-    "M3FD_CLASSES",
-    "LLVIP_CLASSES",
     "build_pipeline",
     # transforms
     "TaskView",

@@ -1,4 +1,4 @@
-"""Paired IR/VIS sets with object boxes: YOLO txt (MSRS-detection) and VOC xml (M3FD, LLVIP).
+"""Paired IR/VIS sets with object boxes: YOLO txt and VOC xml (M3FD, LLVIP layouts).
 
 Items carry ``bboxes`` ``[N, 4]`` float32 ``x1, y1, x2, y2`` in pixels of the
 stored images, ``labels`` ``[N]`` int64 and ``target_shape`` ``(H, W)``. An
@@ -8,47 +8,45 @@ ultralytics format (``batch_idx``, ``cls``, normalised ``cxcywh`` ``bboxes``).
 
 Layouts:
 
-* YOLO (``/work/shared/data/msrs_det``): ``root/classes.txt`` (one name a line),
+* YOLO: ``root/classes.txt`` (one name a line, unless the classes are given),
   ``root/{train,test}/{ir,vi}/<id>.png`` and ``root/{train,test}/<label_dir>/<id>.txt``
   with ``label_dir`` one of ``labels`` (boxes drawn on fused images, default),
   ``labels_ir`` or ``labels_vi``.
 * M3FD (``M3FD_Detection``): ``root/Ir``, ``root/Vis``, ``root/Annotation/<id>.xml``;
-  there is no official split, pass one (``ids``: list or file, e.g. TDFusion's
-  ``M3FD_train.txt`` annotation lines: the first token of a line is the file).
+  there is no official split, pass one (``ids``: list or file, e.g. a file of
+  annotation lines: the first token of a line is the file).
 * LLVIP: ``root/infrared/{train,test}``, ``root/visible/{train,test}``,
-  ``root/Annotations/<id>.xml`` (one class, ``person``).
+  ``root/Annotations/<id>.xml``.
+
+Class names (index = label id) are the dataset's ``metainfo['classes']``: given
+by its config (``metainfo=dict(classes=(...))`` or ``class_names``) or, for YOLO
+sets, read from ``classes.txt``. The library names no dataset's classes; a VOC
+set without them is an error, since its xml files name the classes.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor
 
 from ..registry import DATASETS
+from .io import image_header_size
 from .labels import read_class_names, read_voc_boxes, read_yolo_boxes
-from .paired import PairedFusionDataset, PairEntry, Sample, Transform, image_header_size
+from .paired import PairedFusionDataset, PairEntry, Sample, Transform
 
 __all__ = [
-    "M3FD_CLASSES",
-    "LLVIP_CLASSES",
     "YoloPairedDetDataset",
     "VOCPairedDetDataset",
     "M3FDDataset",
     "LLVIPDataset",
 ]
 
-#: M3FD classes; the order is this library's choice (M3FD fixes no id order).
-M3FD_CLASSES: tuple[str, ...] = ("People", "Car", "Bus", "Motorcycle", "Lamp", "Truck")
-#: LLVIP classes.
-LLVIP_CLASSES: tuple[str, ...] = ("person",)
-
 
 class _DetDataset(PairedFusionDataset):
-    class_names: tuple[str, ...]
 
     def _attach_labels(
         self, entries: list[PairEntry], label_dir: Path, suffix: str
@@ -82,6 +80,11 @@ class _DetDataset(PairedFusionDataset):
         sample["label_path"] = str(entry.label_path)
 
     @property
+    def class_names(self) -> tuple[str, ...]:
+        """The class names (index = label id); a detection set always has them."""
+        return tuple(self._metainfo["classes"])
+
+    @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
@@ -99,9 +102,10 @@ class YoloPairedDetDataset(_DetDataset):
         ir_dir, vi_dir: modality folders.
         label_dir: ``'labels'`` (fusion annotations), ``'labels_ir'`` or ``'labels_vi'``.
         classes_file: class-name file, relative to ``root`` unless absolute.
-        class_names: give names directly instead of ``classes_file``.
+        class_names: give names directly instead of ``classes_file`` (the same as
+            ``metainfo=dict(classes=...)``).
         ids: optional subset (list of ids or split-list file).
-        pipeline, keep_colour, strict, check_sizes: see the base class.
+        pipeline, keep_colour, strict, check_sizes, metainfo: see the base class.
     """
 
     def __init__(
@@ -118,13 +122,15 @@ class YoloPairedDetDataset(_DetDataset):
         keep_colour: bool = True,
         strict: bool = True,
         check_sizes: bool = True,
+        metainfo: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(pipeline, keep_colour, strict, check_sizes)
+        class_names = self._given_classes(class_names, metainfo)
+        super().__init__(pipeline, keep_colour, strict, check_sizes, metainfo)
         self.root = Path(root)
         if class_names is None:
             cf = Path(classes_file)
             class_names = read_class_names(cf if cf.is_absolute() else self.root / cf)
-        self.class_names = tuple(class_names)
+        self._set_classes(class_names)
         base = self.root / split if split else self.root
         id_list, source = self._read_ids(ids)
         entries = self._collect_pairs(base / ir_dir, base / vi_dir, id_list, source)
@@ -145,11 +151,11 @@ class VOCPairedDetDataset(_DetDataset):
     Args:
         ir_dir, vi_dir: modality folders.
         ann_dir: folder of ``<id>.xml``.
-        class_names: class list (index = label id).
+        class_names: class list (index = label id); or give ``metainfo=dict(classes=...)``.
         ids: optional subset (list of ids or split-list file).
         skip_difficult: drop ``difficult`` objects.
         validate_labels: parse every annotation at construction.
-        pipeline, keep_colour, strict, check_sizes: see the base class.
+        pipeline, keep_colour, strict, check_sizes, metainfo: see the base class.
     """
 
     def __init__(
@@ -157,7 +163,7 @@ class VOCPairedDetDataset(_DetDataset):
         ir_dir: str | os.PathLike[str],
         vi_dir: str | os.PathLike[str],
         ann_dir: str | os.PathLike[str],
-        class_names: Sequence[str],
+        class_names: Sequence[str] | None = None,
         ids: Sequence[str] | str | os.PathLike[str] | None = None,
         skip_difficult: bool = False,
         validate_labels: bool = False,
@@ -165,11 +171,16 @@ class VOCPairedDetDataset(_DetDataset):
         keep_colour: bool = True,
         strict: bool = True,
         check_sizes: bool = True,
+        metainfo: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(pipeline, keep_colour, strict, check_sizes)
+        class_names = self._given_classes(class_names, metainfo)
         if not class_names:
-            raise ValueError("class_names must not be empty")
-        self.class_names = tuple(class_names)
+            raise ValueError(
+                f"{type(self).__name__} needs its class list (index = label id): pass "
+                "metainfo=dict(classes=(...)) (or class_names), e.g. from the dataset's config"
+            )
+        super().__init__(pipeline, keep_colour, strict, check_sizes, metainfo)
+        self._set_classes(class_names)
         self.skip_difficult = skip_difficult
         id_list, source = self._read_ids(ids)
         entries = self._collect_pairs(ir_dir, vi_dir, id_list, source)
@@ -185,13 +196,16 @@ class VOCPairedDetDataset(_DetDataset):
 
 @DATASETS.register_module()
 class M3FDDataset(VOCPairedDetDataset):
-    """M3FD detection: ``root/Ir``, ``root/Vis``, ``root/Annotation/*.xml``, 6 classes."""
+    """M3FD detection: ``root/Ir``, ``root/Vis``, ``root/Annotation/*.xml``.
+
+    The classes (6; M3FD fixes no id order) come from ``metainfo`` or ``class_names``.
+    """
 
     def __init__(
         self,
         root: str | os.PathLike[str],
         ids: Sequence[str] | str | os.PathLike[str] | None = None,
-        class_names: Sequence[str] = M3FD_CLASSES,
+        class_names: Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
         root = Path(root)
@@ -201,14 +215,17 @@ class M3FDDataset(VOCPairedDetDataset):
 
 @DATASETS.register_module()
 class LLVIPDataset(VOCPairedDetDataset):
-    """LLVIP: ``root/infrared/<split>``, ``root/visible/<split>``, ``root/Annotations/*.xml``."""
+    """LLVIP: ``root/infrared/<split>``, ``root/visible/<split>``, ``root/Annotations/*.xml``.
+
+    The classes (one) come from ``metainfo`` or ``class_names``.
+    """
 
     def __init__(
         self,
         root: str | os.PathLike[str],
         split: str = "train",
         ids: Sequence[str] | str | os.PathLike[str] | None = None,
-        class_names: Sequence[str] = LLVIP_CLASSES,
+        class_names: Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
         root = Path(root)

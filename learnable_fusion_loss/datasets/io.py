@@ -42,6 +42,7 @@ from .folders import (  # noqa: F401  (importable from here too, as before the s
 __all__ = [
     "ImageReadError",
     "load_image",
+    "image_header_size",
     "save_image",
     "rgb_to_ycrcb",
     "ycrcb_to_rgb",
@@ -194,6 +195,25 @@ def load_image(path: str | os.PathLike[str], channels: int | None = None) -> Ten
     if arr.shape[-1] == 1 and channels == 3:
         arr = np.repeat(arr, 3, axis=-1)
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))).float()
+
+
+def image_header_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(H, W) from the file header, without decoding pixels."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+    except FileNotFoundError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageReadError(
+            path, "not a recognised image format (corrupt or not an image)"
+        ) from None
+    except Image.DecompressionBombError as err:  # over ~179 Mpx: refused by PIL at open
+        raise ImageReadError(path, f"too large to decode safely ({err})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as err:  # PIL's header errors
+        raise ImageReadError(path, f"cannot read image header ({err})") from None
+    return h, w
 
 
 def _check_rgb_batch(name: str, x: Tensor) -> None:

@@ -40,19 +40,19 @@ item is loaded.
 
 from __future__ import annotations
 
+import copy
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from ..registry import DATASETS, TRANSFORMS
 from .folders import IMAGE_EXTENSIONS, find_pairs, list_images
-from .io import ImageReadError, load_image, rgb_to_luma, rgb_to_ycrcb
+from .io import image_header_size, load_image, rgb_to_luma, rgb_to_ycrcb
 from .labels import read_id_list
 
 __all__ = [
@@ -109,29 +109,17 @@ def build_pipeline(pipeline: Sequence[dict[str, Any] | Transform] | None) -> lis
     return built
 
 
-def image_header_size(path: Path) -> tuple[int, int]:
-    """(H, W) from the file header, without decoding pixels."""
-    try:
-        with Image.open(path) as img:
-            w, h = img.size
-    except FileNotFoundError:
-        raise
-    except UnidentifiedImageError:
-        raise ImageReadError(
-            path, "not a recognised image format (corrupt or not an image)"
-        ) from None
-    except Image.DecompressionBombError as err:  # over ~179 Mpx: refused by PIL at open
-        raise ImageReadError(path, f"too large to decode safely ({err})") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as err:  # PIL's header errors
-        raise ImageReadError(path, f"cannot read image header ({err})") from None
-    return h, w
-
-
 class PairedFusionDataset(Dataset):
     """Base class: loads the two sources of a pair, then the target, then runs the pipeline.
 
     Subclasses fill ``self.entries`` (usually with :meth:`_collect_pairs`) and
     override :meth:`load_target`.
+
+    Meta information follows MMEngine's ``BaseDataset``: the class attribute
+    :attr:`METAINFO`, updated by the ``metainfo`` argument, is :attr:`metainfo`
+    (a copy); its ``classes`` (index = label id) are also :attr:`class_names`. The
+    library names no dataset's classes: they come from the dataset's config (or a
+    label file such as ``classes.txt``).
 
     Args:
         pipeline: transforms (config dicts or callables) applied to each sample.
@@ -140,7 +128,11 @@ class PairedFusionDataset(Dataset):
             of warning and dropping the affected pairs.
         check_sizes: read every file header at construction and reject pairs whose
             two images differ in size.
+        metainfo: meta information of this dataset, e.g. ``dict(classes=(...))``.
     """
+
+    #: Class-level meta information (empty: no dataset's classes are built in).
+    METAINFO: dict[str, Any] = {}
 
     def __init__(
         self,
@@ -148,12 +140,49 @@ class PairedFusionDataset(Dataset):
         keep_colour: bool = True,
         strict: bool = True,
         check_sizes: bool = True,
+        metainfo: Mapping[str, Any] | None = None,
     ) -> None:
+        self._metainfo: dict[str, Any] = {**copy.deepcopy(self.METAINFO),
+                                          **copy.deepcopy(dict(metainfo or {}))}
+        if self._metainfo.get("classes") is not None:
+            self._set_classes(self._metainfo["classes"])
         self.pipeline = build_pipeline(pipeline)
         self.keep_colour = keep_colour
         self.strict = strict
         self.check_sizes = check_sizes
         self.entries: list[PairEntry] = []
+
+    # ------------------------------------------------------------------ meta information
+
+    @property
+    def metainfo(self) -> dict[str, Any]:
+        """A copy of this dataset's meta information (``classes``, ...)."""
+        return copy.deepcopy(self._metainfo)
+
+    @property
+    def class_names(self) -> tuple[str, ...] | None:
+        """The class names (index = label id), or None when the dataset has none."""
+        classes = self._metainfo.get("classes")
+        return tuple(classes) if classes is not None else None
+
+    def _set_classes(self, names: Sequence[str]) -> None:
+        if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+            raise TypeError(f"classes must be a sequence of names, got {names!r}")
+        self._metainfo["classes"] = tuple(names)
+
+    @staticmethod
+    def _given_classes(
+        class_names: Sequence[str] | None, metainfo: Mapping[str, Any] | None
+    ) -> tuple[str, ...] | None:
+        """The classes given as ``class_names`` or as ``metainfo['classes']`` (must agree)."""
+        from_meta = (metainfo or {}).get("classes")
+        if class_names is not None and from_meta is not None and tuple(class_names) != tuple(from_meta):
+            raise ValueError(
+                f"class_names {tuple(class_names)} and metainfo classes {tuple(from_meta)} "
+                "disagree; give one of them"
+            )
+        chosen = class_names if class_names is not None else from_meta
+        return tuple(chosen) if chosen is not None else None
 
     # ------------------------------------------------------------------ building
 
@@ -315,7 +344,8 @@ class PairedImageDataset(PairedFusionDataset):
         modality_a: folder of source A.
         modality_b: folder of source B.
         ids: optional subset: a list of ids or a split-list file (one id a line).
-        pipeline, keep_colour, strict, check_sizes: see :class:`PairedFusionDataset`.
+        pipeline, keep_colour, strict, check_sizes, metainfo: see
+            :class:`PairedFusionDataset`.
     """
 
     def __init__(
@@ -329,8 +359,9 @@ class PairedImageDataset(PairedFusionDataset):
         keep_colour: bool = True,
         strict: bool = True,
         check_sizes: bool = True,
+        metainfo: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(pipeline, keep_colour, strict, check_sizes)
+        super().__init__(pipeline, keep_colour, strict, check_sizes, metainfo)
         base = Path(root) / split if split else Path(root)
         self.root = Path(root)
         self.modalities = (modality_a, modality_b)

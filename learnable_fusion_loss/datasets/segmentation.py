@@ -1,21 +1,21 @@
-"""Paired IR/VIS sets with semantic-segmentation masks (MSRS, FMB layouts).
+"""Paired IR/VIS sets with semantic-segmentation masks (class-index PNGs).
 
-Layouts (checked against the public repositories, see the class docstrings):
+* :class:`PairedSegDataset`: ``root/split/{ir_dir,vi_dir,label_dir}``, files with the
+  same stem (by default ``ir``, ``vi`` and ``Segmentation_labels``); masks are
+  8-bit class-index images.
+* :class:`FMBSegDataset`: the FMB layout (``JinyuanLiu-CV/SegMiF``),
+  ``{train,test}/{Infrared,Visible,Label}`` (``Label/`` holds class-index PNGs;
+  ``color/`` holds colour visualisations and is *not* a mask), 15 classes with
+  0 = background/unlabelled.
 
-* MSRS (``Linfeng-Tang/MSRS``): ``{train,test}/ir``, ``{train,test}/vi`` and
-  ``{train,test}/Segmentation_labels``, PNG files with the same name; masks are
-  8-bit class-index images with 9 classes (0 unlabelled/background, 1 car,
-  2 person, 3 bike, 4 curve, 5 car_stop, 6 guardrail, 7 color_cone, 8 bump).
-* FMB (``JinyuanLiu-CV/SegMiF``): ``{train,test}/Infrared``, ``{train,test}/Visible``,
-  ``{train,test}/Label`` (class-index PNG; ``color/`` holds the colour
-  visualisations and is *not* a mask), 15 classes with 0 = background/unlabelled
-  (TDFusion trains FMB with ``class_num=14`` + background).
+Class names (index = mask value) are the dataset's ``metainfo['classes']``, given
+by its config; the library names none.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,38 +24,10 @@ from .folders import IMAGE_EXTENSIONS, list_images
 from .labels import LabelError, read_mask
 from .paired import PairedFusionDataset, PairEntry, Sample, Transform
 
-__all__ = ["MSRS_CLASSES", "FMB_CLASSES", "PairedSegDataset", "MSRSSegDataset", "FMBSegDataset"]
+__all__ = ["PairedSegDataset", "FMBSegDataset"]
 
-#: MSRS segmentation classes (index = mask value), from the MSRS README / visualize.py.
-MSRS_CLASSES: tuple[str, ...] = (
-    "unlabelled",
-    "car",
-    "person",
-    "bike",
-    "curve",
-    "car_stop",
-    "guardrail",
-    "color_cone",
-    "bump",
-)
-#: FMB classes (index = mask value) as listed by public FMB loaders (SegMiF benchmark).
-FMB_CLASSES: tuple[str, ...] = (
-    "unlabelled",
-    "road",
-    "sidewalk",
-    "building",
-    "lamp",
-    "sign",
-    "vegetation",
-    "sky",
-    "person",
-    "car",
-    "truck",
-    "bus",
-    "motorcycle",
-    "bicycle",
-    "pole",
-)
+#: Classes of a mask set when neither ``num_classes`` nor class names are given.
+_DEFAULT_NUM_CLASSES = 9
 
 
 @DATASETS.register_module()
@@ -69,11 +41,13 @@ class PairedSegDataset(PairedFusionDataset):
         root: dataset folder; images are under ``root/split/<ir_dir|vi_dir|label_dir>``.
         split: sub-folder (``'train'``/``'test'``), or ``None`` for none.
         ir_dir, vi_dir, label_dir: modality and mask folder names.
-        num_classes: number of classes including background 0.
+        num_classes: number of classes including background 0 (default: the
+            number of class names given, else 9).
         ignore_index: mask value allowed besides the classes (``None``: none).
-        class_names: optional names, ``len == num_classes``.
+        class_names: optional names, ``len == num_classes`` (the same as
+            ``metainfo=dict(classes=...)``).
         ids: optional subset (list of ids or a split-list file).
-        pipeline, keep_colour, strict, check_sizes: see the base class.
+        pipeline, keep_colour, strict, check_sizes, metainfo: see the base class.
 
     Raises:
         PairingError: missing partner or mask, size mismatch (``strict``).
@@ -88,7 +62,7 @@ class PairedSegDataset(PairedFusionDataset):
         ir_dir: str = "ir",
         vi_dir: str = "vi",
         label_dir: str = "Segmentation_labels",
-        num_classes: int = 9,
+        num_classes: int | None = None,
         ignore_index: int | None = 255,
         class_names: Sequence[str] | None = None,
         ids: Sequence[str] | str | os.PathLike[str] | None = None,
@@ -96,8 +70,12 @@ class PairedSegDataset(PairedFusionDataset):
         keep_colour: bool = True,
         strict: bool = True,
         check_sizes: bool = True,
+        metainfo: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(pipeline, keep_colour, strict, check_sizes)
+        class_names = self._given_classes(class_names, metainfo)
+        if num_classes is None:
+            num_classes = len(class_names) if class_names is not None else _DEFAULT_NUM_CLASSES
+        super().__init__(pipeline, keep_colour, strict, check_sizes, metainfo)
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2 (background + classes), got {num_classes}")
         if class_names is not None and len(class_names) != num_classes:
@@ -106,7 +84,8 @@ class PairedSegDataset(PairedFusionDataset):
             )
         self.num_classes = num_classes
         self.ignore_index = ignore_index
-        self.class_names = tuple(class_names) if class_names is not None else None
+        if class_names is not None:
+            self._set_classes(class_names)
         base = Path(root) / split if split else Path(root)
         self.root = Path(root)
         id_list, source = self._read_ids(ids)
@@ -142,19 +121,6 @@ class PairedSegDataset(PairedFusionDataset):
 
 
 @DATASETS.register_module()
-class MSRSSegDataset(PairedSegDataset):
-    """MSRS segmentation: ``root/{train,test}/{ir,vi,Segmentation_labels}``, 9 classes."""
-
-    def __init__(self, root: str | os.PathLike[str], split: str = "train", **kwargs: Any) -> None:
-        kwargs.setdefault("ir_dir", "ir")
-        kwargs.setdefault("vi_dir", "vi")
-        kwargs.setdefault("label_dir", "Segmentation_labels")
-        kwargs.setdefault("num_classes", len(MSRS_CLASSES))
-        kwargs.setdefault("class_names", MSRS_CLASSES)
-        super().__init__(root, split, **kwargs)
-
-
-@DATASETS.register_module()
 class FMBSegDataset(PairedSegDataset):
     """FMB: ``root/{train,test}/{Infrared,Visible,Label}``, 15 classes (0 = background).
 
@@ -167,6 +133,5 @@ class FMBSegDataset(PairedSegDataset):
         kwargs.setdefault("ir_dir", "Infrared")
         kwargs.setdefault("vi_dir", "Visible")
         kwargs.setdefault("label_dir", "Label")
-        kwargs.setdefault("num_classes", len(FMB_CLASSES))
-        kwargs.setdefault("class_names", FMB_CLASSES)
+        kwargs.setdefault("num_classes", 15)
         super().__init__(root, split, **kwargs)

@@ -44,12 +44,8 @@ from ..registry import MODELS
 from .base import NetTask, buffers_kept_unless, finite_step
 from .base import build_optimizer, require_backend, step_stats  # shared by the task adapters
 
-__all__ = ["SegFormerTask", "segformer_config", "MSRS_SEG_CLASSES"]
+__all__ = ["SegFormerTask", "segformer_config"]
 
-#: MSRS segmentation classes (index = label value).
-MSRS_SEG_CLASSES: tuple[str, ...] = (
-    "background", "car", "person", "bike", "curve", "car_stop", "guardrail", "color_cone", "bump",
-)
 _MEAN_RGB = (0.485, 0.456, 0.406)
 _STD_RGB = (0.229, 0.224, 0.225)
 
@@ -123,7 +119,8 @@ class SegFormerTask(NetTask):
         optimizer: optional ``dict(type=<torch.optim name>, **kwargs)`` overriding Adam.
         model: optional full mmseg model config (default :func:`segformer_config`).
         mean, std: normalisation in [0, 1] units, one value per net input channel.
-        class_names: names for the per-class metrics (default MSRS names for 9 classes).
+        class_names: names for the per-class metrics, index = label value (a config
+            passes its dataset's ``metainfo['classes']``); default ``class_0``, ``class_1``, ...
         drop_path_rate, dropout_ratio: SegFormer regularisers (mmseg defaults 0.1, 0.1).
         device: where the net lives; inputs are moved there.
         seed: if given, the random init uses this seed (caller's RNG untouched).
@@ -196,10 +193,7 @@ class SegFormerTask(NetTask):
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         if class_names is None:
-            class_names = (
-                MSRS_SEG_CLASSES if num_classes == len(MSRS_SEG_CLASSES)
-                else tuple(f"class_{i}" for i in range(num_classes))
-            )
+            class_names = tuple(f"class_{i}" for i in range(num_classes))
         if len(class_names) != num_classes:
             raise ValueError(f"class_names has {len(class_names)} names, num_classes={num_classes}")
         self.class_names = tuple(class_names)

@@ -58,12 +58,10 @@ from ..registry import MODELS
 from .base import NetTask, buffers_kept_unless, finite_step
 from .base import build_optimizer, require_backend, step_stats  # shared by the task adapters
 
-__all__ = ["YOLOv8Task", "collate_yolo_targets", "MSRS_DET_CLASSES"]
+__all__ = ["YOLOv8Task", "collate_yolo_targets"]
 
 compat.apply_offline_defaults()  # before anything can import ultralytics
 
-#: msrs_det classes (index = class id in the YOLO label files).
-MSRS_DET_CLASSES: tuple[str, ...] = ("person", "bicycle", "car")
 YOLO_STRIDE = 32
 _IOU_THRESHOLDS = torch.linspace(0.5, 0.95, 10)
 
@@ -86,7 +84,7 @@ class YOLOv8Task(NetTask):
     """YOLOv8 detection task (protocol: :class:`~.base.TaskAdapter`).
 
     Args:
-        num_classes: number of object classes (msrs_det: 3).
+        num_classes: number of object classes.
         in_channels: 1 (grey) or 3 (grey replicated).
         model_cfg: packaged ultralytics model yaml (default ``yolov8n.yaml``).
         lr, weight_decay: Adam hyper-parameters (TDFusion: 1e-4, 0).
@@ -94,7 +92,8 @@ class YOLOv8Task(NetTask):
         hyp: overrides of ultralytics' default config (e.g. ``{"box": 7.5}``).
         conf_thres, iou_thres, max_det: NMS for :meth:`evaluate` (ultralytics val defaults).
         pad_value: fill of the bottom/right padding to a multiple of 32.
-        class_names: names for per-class metrics (default msrs_det names for 3 classes).
+        class_names: names for per-class metrics, index = class id (a config passes
+            its dataset's ``metainfo['classes']``); default ``class_0``, ``class_1``, ...
         device: where the net lives; inputs are moved there.
         seed: if given, the random init uses this seed (caller's RNG untouched).
     """
@@ -144,10 +143,7 @@ class YOLOv8Task(NetTask):
         self.net: nn.Module = net.to(self.device).train()
         self.criterion = v8DetectionLoss(self.net)
         if class_names is None:
-            class_names = (
-                MSRS_DET_CLASSES if num_classes == len(MSRS_DET_CLASSES)
-                else tuple(f"class_{i}" for i in range(num_classes))
-            )
+            class_names = tuple(f"class_{i}" for i in range(num_classes))
         if len(class_names) != num_classes:
             raise ValueError(f"class_names has {len(class_names)} names, num_classes={num_classes}")
         self.class_names = tuple(class_names)

@@ -6,8 +6,4 @@ _base_ = [
     './_base_/schedules/tdfusion_paper.py',
     './_base_/default_runtime.py',
 ]
-model = dict(task=dict(
-    num_classes=15,
-    class_names=('unlabeled', 'Road', 'Sidewalk', 'Building', 'Traffic Light', 'Traffic Sign',
-                 'Vegetation', 'Sky', 'Person', 'Car', 'Truck', 'Bus', 'Motorcycle', 'Bicycle',
-                 'Pole')))
+model = dict(task=dict(num_classes=15, class_names={{_base_.metainfo.classes}}))

@@ -12,7 +12,7 @@ _base_ = [
 model = dict(
     # the public SegFormer takes the fused image as it is (1 channel in [0, 1], no
     # (x - mean) / std; README 'The public recipe, line by line')
-    task=dict(num_classes=9, mean=[0.0], std=[1.0]),
+    task=dict(num_classes=9, class_names={{_base_.metainfo.classes}}, mean=[0.0], std=[1.0]),
     loss=dict(intensity_form='public', gradient_form='public'),
     learner=dict(outer_step='max_norm', outer_lr=1e-4, outer_lr_from_fusion=True,
                  keep_task_optimizer_state=True))

@@ -6,8 +6,7 @@ _base_ = [
     './_base_/schedules/tdfusion_mini.py',
     './_base_/default_runtime.py',
 ]
-model = dict(task=dict(
-    num_classes=4, class_names=('background', 'person', 'bicycle', 'car'), seed=0))
+model = dict(task=dict(num_classes=4, class_names={{_base_.seg_classes}}, seed=0))
 default_hooks = dict(
     logger=dict(interval=5),
     checkpoint=dict(interval=20))

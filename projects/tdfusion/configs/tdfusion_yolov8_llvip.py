@@ -6,4 +6,4 @@ _base_ = [
     './_base_/schedules/tdfusion_paper.py',
     './_base_/default_runtime.py',
 ]
-model = dict(task=dict(num_classes=1, class_names=('person', )))
+model = dict(task=dict(num_classes=1, class_names={{_base_.metainfo.classes}}))

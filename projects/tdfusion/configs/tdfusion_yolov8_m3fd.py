@@ -6,5 +6,4 @@ _base_ = [
     './_base_/schedules/tdfusion_paper.py',
     './_base_/default_runtime.py',
 ]
-model = dict(task=dict(
-    num_classes=6, class_names=('People', 'Car', 'Bus', 'Motorcycle', 'Lamp', 'Truck')))
+model = dict(task=dict(num_classes=6, class_names={{_base_.metainfo.classes}}))

@@ -11,7 +11,7 @@ _base_ = [
     './_base_/schedules/tdfusion_cpu.py',
     './_base_/default_runtime.py',
 ]
-model = dict(task=dict(num_classes=3, seed=0))
+model = dict(task=dict(num_classes=3, class_names={{_base_.metainfo.classes}}, seed=0))
 default_hooks = dict(
     logger=dict(interval=20),
     checkpoint=dict(interval=250, max_keep_ckpts=2))
