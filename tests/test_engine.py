@@ -452,6 +452,14 @@ def test_resolve_data_root_priority(tmp_path, monkeypatch):
     assert c["train_dataloader"]["dataset"]["root"] == "/explicit/msrs_det"
 
 
+def test_resolve_data_root_needs_one(tmp_path, monkeypatch):
+    monkeypatch.delenv("LFL_DATA_ROOT", raising=False)
+    cfg = {"train_dataloader": {"dataset": {"type": "X", "root": "set"}}}
+    with pytest.raises(ValueError, match=r"data_root.*LFL_DATA_ROOT"):
+        resolve_data_root(cfg, tmp_path)
+    assert cfg["train_dataloader"]["dataset"]["root"] == "set"  # nothing half-resolved
+
+
 def test_engine_registers_its_components():
     from mmengine.registry import FUNCTIONS, MODEL_WRAPPERS, OPTIM_WRAPPER_CONSTRUCTORS
 

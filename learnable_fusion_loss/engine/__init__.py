@@ -15,7 +15,7 @@ are re-exported from :mod:`learnable_fusion_loss._random`.
 # The datasets' collate module registers ``collate_paired`` in MMEngine's FUNCTIONS on import.
 from ..datasets import collate as _collate  # noqa: F401
 from .._random import capture_rng_state, restore_rng_state
-from .config import DEFAULT_DATA_ROOT, resolve_data_root
+from .config import resolve_data_root
 from .evaluation import TaskMetric, TaskMetricHook, batch_task_samples
 from .hooks import (
     ATOMIC_BACKEND,
@@ -33,7 +33,6 @@ from .optim import MultiModuleOptimWrapperConstructor
 from .parallel import GradientAveragingWrapper
 
 __all__ = [
-    "DEFAULT_DATA_ROOT",
     "resolve_data_root",
     "TaskMetric",
     "TaskMetricHook",

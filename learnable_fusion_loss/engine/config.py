@@ -1,8 +1,9 @@
 """Config helpers shared by ``tools/train.py``, ``tools/test.py`` and the config tests.
 
-Dataset configs name their folder relative to one ``data_root`` (``root='msrs_det'``);
+Dataset configs name their folder relative to one ``data_root`` (``root='my_set'``);
 :func:`resolve_data_root` joins them after every override is applied, so a single
-``--cfg-options data_root=...`` (or ``LFL_DATA_ROOT``) moves every dataset.
+``--cfg-options data_root=...`` (or ``LFL_DATA_ROOT``) moves every dataset. The
+library has no default data folder: the config (or the tool) gives one.
 :func:`load_config` is the config loading both tools start with.
 """
 
@@ -13,10 +14,8 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_DATA_ROOT", "DATA_ROOT_ENV", "resolve_data_root", "iter_dataset_cfgs", "load_config"]
+__all__ = ["DATA_ROOT_ENV", "resolve_data_root", "iter_dataset_cfgs", "load_config"]
 
-#: Default data folder, relative to the repository root.
-DEFAULT_DATA_ROOT = "../shared/data"
 #: Environment variable that overrides the config's ``data_root``.
 DATA_ROOT_ENV = "LFL_DATA_ROOT"
 
@@ -49,12 +48,20 @@ def resolve_data_root(
     """Choose the data root and make every relative dataset ``root``/``ids`` file absolute under it.
 
     Priority: ``explicit`` (a ``--cfg-options data_root=...``), then the
-    ``LFL_DATA_ROOT`` environment variable, then ``cfg.data_root``, then
-    :data:`DEFAULT_DATA_ROOT`. A relative data root is taken relative to
-    ``repo_root`` (not the working directory). Sets ``cfg['data_root']`` to the
-    absolute path and returns it; absolute dataset roots are left alone.
+    ``LFL_DATA_ROOT`` environment variable, then ``cfg.data_root``. A relative
+    data root is taken relative to ``repo_root`` (not the working directory). Sets
+    ``cfg['data_root']`` to the absolute path and returns it; absolute dataset
+    roots are left alone.
+
+    Raises:
+        ValueError: none of the three is set (the library has no default folder).
     """
-    chosen = explicit or os.environ.get(DATA_ROOT_ENV) or cfg.get("data_root") or DEFAULT_DATA_ROOT
+    chosen = explicit or os.environ.get(DATA_ROOT_ENV) or cfg.get("data_root")
+    if not chosen:
+        raise ValueError(
+            f"no data folder: set data_root in the config, the {DATA_ROOT_ENV} environment "
+            "variable, or pass --cfg-options data_root=..."
+        )
     root = Path(os.path.expanduser(str(chosen)))
     if not root.is_absolute():
         root = (Path(repo_root) / root).resolve()
