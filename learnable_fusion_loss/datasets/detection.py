@@ -91,7 +91,7 @@ class _DetDataset(PairedFusionDataset):
 
 @DATASETS.register_module()
 class YoloPairedDetDataset(_DetDataset):
-    """Paired IR/VIS images with YOLO txt boxes (the ``msrs_det`` layout).
+    """Paired IR/VIS images with YOLO txt boxes (``root/classes.txt``, ``root/split/{ir,vi,labels}``).
 
     Label files are all parsed at construction (they are small), so a malformed
     line or an out-of-range class id fails early with the file and line.

@@ -7,7 +7,7 @@ Everything here works on float tensors in ``[0, 1]``:
   TNO and the medical MRI/CT sets are stored) and ``C == 3`` for colour.
 * :func:`rgb_to_ycrcb` / :func:`ycrcb_to_rgb` convert ``[B, 3, H, W]`` batches
   with the full-range BT.601 constants of OpenCV's ``COLOR_BGR2YCrCb`` (channel
-  order ``Y, Cr, Cb``), which is what TDFusion and most fusion code use to fuse
+  order ``Y, Cr, Cb``), which is what most fusion code uses to fuse
   the luminance of a colour visible image.
 * :func:`save_image` writes an 8-bit PNG atomically.
 

@@ -1,9 +1,8 @@
 """Readers for the label formats of paired fusion sets.
 
-* YOLO txt (``class cx cy w h`` normalised, one box a line) as in MSRS-detection
-  (``/work/shared/data/msrs_det``);
+* YOLO txt (``class cx cy w h`` normalised, one box a line);
 * Pascal-VOC xml (``<object><name>…<bndbox>…``) as in M3FD and LLVIP;
-* class-index PNG masks as in MSRS ``Segmentation_labels`` and FMB ``Label``;
+* class-index PNG masks (one 8/16-bit class id per pixel);
 * class-name files (one name a line) and split/id lists (one id a line).
 
 Boxes come back as ``float32 [N, 4]`` ``x1, y1, x2, y2`` in pixels of the image
@@ -265,7 +264,7 @@ def read_voc_boxes(
 def read_mask(
     path: str | os.PathLike[str], num_classes: int, ignore_index: int | None = 255
 ) -> Tensor:
-    """Read a class-index mask PNG (MSRS ``Segmentation_labels``, FMB ``Label``), ``[H, W]`` int64.
+    """Read a class-index mask PNG (one class id per pixel), ``[H, W]`` int64.
 
     The stored value of each pixel is its class id (``L``, ``P`` (palette
     indices, not colours) or 16-bit modes). Values must be in
@@ -292,7 +291,7 @@ def read_mask(
                     raise LabelError(
                         path,
                         f"mask is a colour ({mode}) image, expected a class-index mask "
-                        "(MSRS: Segmentation_labels/, FMB: Label/, not the colour visualisations)",
+                        "(the set's class-index mask folder, not its colour visualisations)",
                     )
                 arr = arr[..., 0]
             elif mode in ("L", "P", "I", "I;16", "I;16L", "I;16B", "1"):

@@ -15,7 +15,7 @@ key                value
                    ``keep_colour``); with the fused Y it gives a colour output
                    via :func:`~.io.ycrcb_to_rgb`.
 ``ir_task``,       the task view (after :class:`~.transforms.TaskView`), e.g.
-``vi_task``        ``[1, 240, 320]`` for MSRS.
+``vi_task``        ``[1, 240, 320]``.
 ``gt_sem_seg``     ``[H, W]`` int64 class mask (segmentation sets, or weak
                    masks from :class:`~.transforms.BoxesToWeakMask`).
 ``bboxes``         ``[N, 4]`` float32 ``x1, y1, x2, y2`` pixels (detection sets).
@@ -330,7 +330,7 @@ class PairedImageDataset(PairedFusionDataset):
     """Unlabelled pairs in two modality folders, for evaluation (TNO, RoadScene, MRI-CT/PET/SPECT).
 
     Layout: ``root/split/modality_a/<id>.<ext>`` and ``root/split/modality_b/<id>.<ext>``
-    (``split=None``: directly under ``root``). E.g. on ``/work/shared/data``::
+    (``split=None``: directly under ``root``). E.g. in a data folder ``data``::
 
         PairedImageDataset(data / 'tno')                                   # ir / vi
         PairedImageDataset(data / 'mri_pet', modality_a='mri', modality_b='pet')

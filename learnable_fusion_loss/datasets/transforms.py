@@ -8,14 +8,14 @@ callables ``sample -> sample`` registered in
     pipeline=[dict(type='lfl.TaskView', size=(240, 320)),
               dict(type='lfl.PairedRandomCrop', size=256)]
 
-which is the TDFusion training recipe: the task sees the whole image resized
+which is a task-driven training recipe: the task sees the whole image resized
 (``ir_task``/``vi_task`` plus targets rescaled into that frame), the fusion loss
 sees a random 256×256 crop (``ir``/``vi``/``vi_crcb``).
 
 Targets (``gt_sem_seg``, ``bboxes``/``labels``) always live in one frame whose
 size is ``sample['target_shape']`` ``(H, W)``; transforms keep it up to date.
 Boxes are ``x1, y1, x2, y2`` in pixels, scaled by ``W'/W`` in x and ``H'/H`` in y
-on resize (the public TDFusion loader divides x by the height; this does not).
+on resize (some public loaders divide x by the height; this does not).
 
 Randomness uses torch's global generator, so DataLoader worker seeding applies.
 """
@@ -180,7 +180,7 @@ class PairedRandomCrop:
     """Random ``size`` crop at the same place in ``ir``, ``vi`` and ``vi_crcb`` (the fusion view).
 
     Args:
-        size: crop ``(H, W)`` or side length (TDFusion: 256).
+        size: crop ``(H, W)`` or side length (default 256).
         crop_targets: crop ``gt_sem_seg``/``bboxes`` too. ``None`` (default): only
             when they share the images' frame, i.e. unless ``sample['target_frame']``
             is ``'task'`` (set by :class:`TaskView`: the targets belong to the task view).
@@ -288,9 +288,8 @@ class PairedResize:
 class RandomModalitySwap:
     """With probability ``prob`` exchange the sources (``ir``<->``vi``, ``ir_task``<->``vi_task``).
 
-    The per-sample form of TDFusion's ``Switch`` augmentation (which feeds every
-    batch in both orders; see ``collate_paired(swap_modalities=True)`` for that
-    form). Targets are unchanged: the scene, hence the labels, is the same.
+    The per-sample form of a source-swap augmentation (the batch form feeds every
+    batch in both orders; see ``collate_paired(swap_modalities=True)``). Targets are unchanged: the scene, hence the labels, is the same.
     ``vi_crcb`` stays the visible chroma. ``sample['swapped']`` records the choice.
     """
 
@@ -316,9 +315,9 @@ class BoxesToWeakMask:
 
     Class of a pixel = box class id + 1, background 0, larger boxes drawn first
     so small ones stay visible (see :func:`boxes_to_mask`). This lets the
-    segmentation path train on the MSRS detection boxes when no dense masks are
+    segmentation path train on a detection set's boxes when no dense masks are
     available; the masks are coarse (box-shaped), so scores against them are not
-    comparable to scores against real MSRS/FMB masks. Put it before
+    comparable to scores against real dense masks. Put it before
     :class:`TaskView` so the mask is made at full resolution and resized.
 
     Args:

@@ -112,7 +112,7 @@ def step_stats(applied: bool, stats: dict[str, float]) -> dict[str, float]:
 def build_optimizer(
     params: Iterable[nn.Parameter], lr: float, weight_decay: float, optimizer: dict | None
 ) -> torch.optim.Optimizer:
-    """A task net's optimiser: ``Adam(lr, weight_decay)`` (TDFusion) or ``dict(type='AdamW', lr=...)``.
+    """A task net's optimiser: ``Adam(lr, weight_decay)`` (default) or ``dict(type='AdamW', lr=...)``.
 
     ``optimizer`` names a ``torch.optim`` class; its ``lr`` defaults to ``lr`` (and
     ``weight_decay`` is then the class's own default unless given).

@@ -22,7 +22,7 @@ tensors, i.e. its explicit ``bmm``/softmax path, never a fused SDPA kernel; no
 mmcv compiled op is used), so the loss is twice differentiable w.r.t. the image.
 
 Targets are ``LongTensor [B, H, W]`` class maps (``[B, 1, H, W]`` is accepted).
-MSRS has 9 classes including background, FMB 15.
+``num_classes`` counts the background class 0.
 """
 
 from __future__ import annotations
@@ -112,10 +112,10 @@ class SegFormerTask(NetTask):
     """SegFormer semantic segmentation task (protocol: :class:`~.base.TaskAdapter`).
 
     Args:
-        num_classes: classes including background (MSRS 9, FMB 15).
+        num_classes: classes including background.
         in_channels: 1 (grey) or 3 (grey replicated).
         ignore_index: label value excluded from loss and metrics.
-        lr, weight_decay: Adam hyper-parameters (TDFusion: 1e-4, 0).
+        lr, weight_decay: Adam hyper-parameters (default 1e-4, 0).
         optimizer: optional ``dict(type=<torch.optim name>, **kwargs)`` overriding Adam.
         model: optional full mmseg model config (default :func:`segformer_config`).
         mean, std: normalisation in [0, 1] units, one value per net input channel.

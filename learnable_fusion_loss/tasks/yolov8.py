@@ -87,7 +87,7 @@ class YOLOv8Task(NetTask):
         num_classes: number of object classes.
         in_channels: 1 (grey) or 3 (grey replicated).
         model_cfg: packaged ultralytics model yaml (default ``yolov8n.yaml``).
-        lr, weight_decay: Adam hyper-parameters (TDFusion: 1e-4, 0).
+        lr, weight_decay: Adam hyper-parameters (default 1e-4, 0).
         optimizer: optional ``dict(type=<torch.optim name>, **kwargs)`` overriding Adam.
         hyp: overrides of ultralytics' default config (e.g. ``{"box": 7.5}``).
         conf_thres, iou_thres, max_det: NMS for :meth:`evaluate` (ultralytics val defaults).
