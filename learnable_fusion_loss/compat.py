@@ -121,8 +121,8 @@ def keep_freed_memory() -> bool:
     PyTorch's CPU allocator is plain ``malloc``. glibc serves every block above
     32 MiB (and, before its threshold adapts, above 128 KiB) with a fresh ``mmap``
     and unmaps it on ``free``, so each large activation of a training step is
-    page-faulted and zeroed by the kernel again: during development, a TDFusion meta
-    step at 256×256 on 2 cores spent 18 s of 42 CPU-seconds in the kernel. With ``mmap`` off
+    page-faulted and zeroed by the kernel again: during development, a Restormer-based
+    fusion net's meta step at 256×256 on 2 cores spent 18 s of 42 CPU-seconds in the kernel. With ``mmap`` off
     for the heap and no trimming, freed blocks are reused and that time dropped below
     1 s (``resource.getrusage`` around one step; ``tests/test_compat_memory.py`` counts
     the page faults). The price: the process keeps its peak memory

@@ -636,3 +636,21 @@ def test_empty_label_file_is_valid_and_missing_label_is_not(tmp_path: Path) -> N
     (root / "train" / "labels" / "one.txt").unlink()
     with pytest.raises(PairingError, match=r"no label file .*one\.txt"):
         YoloPairedDetDataset(root, "train")
+
+
+def test_the_old_msrs_seg_type_name_builds_the_paired_seg_dataset_and_names_it(tmp_path: Path) -> None:
+    import projects.tdfusion.tdfusion  # noqa: F401  (registers the old name)
+    from learnable_fusion_loss.registry import DATASETS
+
+    root = tmp_path / "MSRS"
+    _write_pair(root / "test", "ir", "vi", "a", (8, 8))
+    (root / "test" / "Segmentation_labels").mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / "test" / "Segmentation_labels" / "a.png")
+    classes = ("background", "car")
+    with pytest.warns(DeprecationWarning, match="'MSRSSegDataset' is now 'PairedSegDataset'"):
+        old = DATASETS.build(dict(type="MSRSSegDataset", root=str(root), split="test",
+                                  metainfo=dict(classes=classes)))
+    new = PairedSegDataset(root, "test", metainfo=dict(classes=classes))
+    assert isinstance(old, PairedSegDataset) and old.ids == new.ids == ["a"]
+    assert old.class_names == new.class_names == classes
+    assert torch.equal(old[0]["gt_sem_seg"], new[0]["gt_sem_seg"])

@@ -13,7 +13,7 @@ The reference conventions are
 * the evaluator released with CDDFuse (``Zhaozixiang1228/MMIF-CDDFuse``,
   ``utils/Evaluator.py``; the same file is used by DDFM and EMMA) for EN, SD, SF,
   AG, MI, SCD, VIF, Qabf, SSIM, PSNR and CC;
-* the evaluator released with TDFusion (``HaowenBai/TDFusion``, ``Evaluator.py``):
+* the evaluator released by Bai et al. (CVPR 2025; ``Evaluator.py`` of their code):
   the same EN, SF, SCD and Qabf, VIF from ``sewar.full_ref.vifp`` (the same
   pixel-domain multi-scale VIF) and SSIM on ``uint8`` images;
 * Nabf: B. K. Shreyamsha Kumar's modified fusion-artifact measure as in the MATLAB
@@ -29,7 +29,7 @@ Two-source conventions
 Metrics that compare the fused image with each source (MI, VIF, SSIM, MS-SSIM)
 are reported either as the **mean** over the two sources or as their **sum**:
 
-* ``convention="mean"`` — TDFusion (CVPR 2025, its released ``Evaluator.py``
+* ``convention="mean"`` — Bai et al. (CVPR 2025; their released ``Evaluator.py``
   averages VIF and SSIM over the two sources); here MI and MS-SSIM are averaged too.
 * ``convention="sum"`` — CDDFuse (CVPR 2023), DDFM (ICCV 2023), EMMA (CVPR 2024)
   and every paper that uses the CDDFuse evaluator: MI, VIF and SSIM are

@@ -61,7 +61,7 @@ class FusionMetric(BaseMetric):
 
     Args:
         metrics: metric names (default: all of :data:`ALL_METRICS`).
-        convention: ``"mean"`` (TDFusion) or ``"sum"`` (CDDFuse) over the two sources.
+        convention: ``"mean"`` (Bai et al., CVPR 2025) or ``"sum"`` (CDDFuse) over the two sources.
         fused_key: field holding the fused image.
         source_keys: fields holding the two sources; by default the first present
             pair of ``("a", "b")``, ``("ir", "vi")``, ``("img_a", "img_b")``.

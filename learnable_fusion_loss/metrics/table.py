@@ -222,7 +222,7 @@ def fusion_metrics(
         fused: fused images ``[B, 1|3, H, W]`` in ``[0, 1]`` (RGB is reduced to luma).
         a, b: the two sources (e.g. IR and VIS), same size.
         metrics: names from :data:`ALL_METRICS` (case-insensitive; ``"MS-SSIM"`` accepted).
-        convention: ``"mean"`` (TDFusion) or ``"sum"`` (CDDFuse) over the two sources for
+        convention: ``"mean"`` (Bai et al., CVPR 2025) or ``"sum"`` (CDDFuse) over the two sources for
             MI, VIF, SSIM and MS-SSIM; see :mod:`learnable_fusion_loss.metrics`.
         quantize: evaluate on rounded 8-bit grey levels (what a saved file holds).
 

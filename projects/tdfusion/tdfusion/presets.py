@@ -13,10 +13,14 @@ The library's :class:`~learnable_fusion_loss.datasets.TaskView` takes an explici
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["TASK_VIEW_SIZES", "tdfusion_train_pipeline"]
+from learnable_fusion_loss.datasets import PairedSegDataset
+from learnable_fusion_loss.registry import DATASETS
+
+__all__ = ["TASK_VIEW_SIZES", "tdfusion_train_pipeline", "MSRSSegDataset"]
 
 #: Task-view sizes ``(H, W)`` of the TDFusion recipe per dataset.
 TASK_VIEW_SIZES: dict[str, tuple[int, int]] = {
@@ -49,3 +53,19 @@ def tdfusion_train_pipeline(
     if swap_prob is not None:
         pipeline.append(dict(type="lfl.RandomModalitySwap", prob=swap_prob))
     return pipeline
+
+
+@DATASETS.register_module()
+class MSRSSegDataset(PairedSegDataset):
+    """The former name of MSRS's segmentation set: now :class:`PairedSegDataset`.
+
+    MSRS's folder layout is ``PairedSegDataset``'s default and its class names are
+    the dataset config's ``metainfo`` (``configs/_base_/datasets/msrs_seg.py``), so
+    the old type name builds the same dataset and warns with the new one.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        warnings.warn("dataset type 'MSRSSegDataset' is now 'PairedSegDataset' with "
+                      "metainfo=dict(classes=...) (configs/_base_/datasets/msrs_seg.py)",
+                      DeprecationWarning, stacklevel=2)
+        super().__init__(*args, **kwargs)
