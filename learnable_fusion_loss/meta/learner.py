@@ -31,7 +31,6 @@ applied; the step is skipped, reported and counted (``skipped_<phase>``,
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -43,7 +42,7 @@ from torch.autograd import forward_ad
 
 from .._checks import NonFiniteValueError
 from ..losses.learnable import LearnableLoss, LossOutput
-from ..tasks.base import TaskAdapter, as_task, buffers_kept_unless
+from ..tasks.base import TaskAdapter, as_task, buffers_kept_unless, restore_keeping_optimizer
 from .batch import FusionBatch
 from .fusion_phase import FusionPhase
 from .guard import NonFiniteGuard, all_finite
@@ -189,11 +188,10 @@ class MetaLossLearner(FusionPhase):
             self.task.train_step(fused.detach(), meta_train.target)
             yield
         finally:
-            kept = (copy.deepcopy(self.task.optimizer.state_dict())
-                    if self.keep_task_optimizer_state else None)
-            self.task.restore(snapshot)
-            if kept is not None:  # the public code: T's weights reloaded, its Adam state not
-                self.task.optimizer.load_state_dict(kept)
+            if self.keep_task_optimizer_state:  # the public code: T's weights reloaded, its Adam state not
+                restore_keeping_optimizer(self.task, snapshot)
+            else:
+                self.task.restore(snapshot)
             with torch.no_grad():
                 for name, buffer in self.fusion_net.named_buffers():
                     buffer.copy_(fusion_buffers[name])

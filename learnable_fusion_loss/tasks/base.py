@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -169,6 +169,22 @@ def buffers_kept_unless(module: nn.Module) -> Iterator[list[bool]]:
             with torch.no_grad():
                 for name, buffer in module.named_buffers():
                     buffer.copy_(saved[name])
+
+
+def restore_keeping_optimizer(task: Any, snapshot: Any) -> None:
+    """``task.restore(snapshot)`` for T's weights and buffers; its optimiser keeps its state.
+
+    (The public TDFusion code reloads T's ``state_dict`` only, so Adam's moments and
+    step count keep the step taken since the snapshot.) A :class:`TaskSnapshot` is
+    restored without its optimiser state, so the optimiser is not touched at all;
+    another adapter's snapshot is restored whole and the optimiser state put back.
+    """
+    if isinstance(snapshot, TaskSnapshot):
+        task.restore(replace(snapshot, optimizer_state=None))
+        return
+    kept = copy.deepcopy(task.optimizer.state_dict())
+    task.restore(snapshot)
+    task.optimizer.load_state_dict(kept)
 
 
 class NetTask:
