@@ -9,7 +9,9 @@
   returning log values; a step whose loss or gradient is non-finite is not applied
   and returns ``skipped=1.0`` (:func:`finite_step` does both);
 * ``snapshot()`` / ``restore(snapshot)`` – an in-memory copy of T's parameters,
-  buffers and optimiser state, used to form T' (eq. 5) and to undo it.
+  buffers and optimiser state, used to form T' (eq. 5) and to undo it;
+* optionally ``collate_targets`` / ``split_targets`` – the task's target codec
+  between per-sample targets and its batch format (:mod:`.targets`).
 
 ``fused`` is a grey image batch ``[B, 1, H, W]`` in [0, 1].
 """
@@ -174,8 +176,8 @@ def buffers_kept_unless(module: nn.Module) -> Iterator[list[bool]]:
 def restore_keeping_optimizer(task: Any, snapshot: Any) -> None:
     """``task.restore(snapshot)`` for T's weights and buffers; its optimiser keeps its state.
 
-    (The public TDFusion code reloads T's ``state_dict`` only, so Adam's moments and
-    step count keep the step taken since the snapshot.) A :class:`TaskSnapshot` is
+    (A reference implementation that reloads T's ``state_dict`` only does this: Adam's
+    moments and step count keep the step taken since the snapshot.) A :class:`TaskSnapshot` is
     restored without its optimiser state, so the optimiser is not touched at all;
     another adapter's snapshot is restored whole and the optimiser state put back.
     """
@@ -189,7 +191,8 @@ def restore_keeping_optimizer(task: Any, snapshot: Any) -> None:
 
 class NetTask:
     """What every adapter around one ``nn.Module`` T (``self.net``) and its optimiser
-    (``self.optimizer``) shares: in-memory snapshot/restore and an eval-mode context."""
+    (``self.optimizer``) shares: in-memory snapshot/restore, the guarded optimiser
+    step and an eval-mode context."""
 
     net: nn.Module
     optimizer: torch.optim.Optimizer | None
@@ -199,6 +202,21 @@ class NetTask:
 
     def restore(self, snapshot: TaskSnapshot) -> None:
         restore_module(self.net, self.optimizer, snapshot)
+
+    def guarded_step(self, loss_and_stats: Callable[[], tuple[Tensor, dict[str, float]]]) -> dict[str, float]:
+        """One step of T in train mode on ``loss, stats = loss_and_stats()``, via :func:`finite_step`.
+
+        A skipped step (non-finite loss or gradient) also leaves T's buffers as they
+        were (:func:`buffers_kept_unless`). Returns ``loss_task``, then ``stats``, plus
+        ``skipped=1.0`` when the step was not applied (:func:`step_stats`).
+        """
+        if self.optimizer is None:
+            raise RuntimeError(f"{type(self).__name__}.train_step needs an optimizer")
+        self.net.train()
+        with buffers_kept_unless(self.net) as applied:
+            loss, stats = loss_and_stats()
+            applied[0] = finite_step(self.optimizer, loss)
+        return step_stats(applied[0], {"loss_task": float(loss.detach()), **stats})
 
     @contextlib.contextmanager
     def _eval_mode(self) -> Iterator[None]:
@@ -234,13 +252,7 @@ class ModuleTask(NetTask):
         return self.criterion(self.net(fused), target)
 
     def train_step(self, fused: Tensor, target: Any) -> dict[str, float]:
-        if self.optimizer is None:
-            raise RuntimeError("ModuleTask.train_step needs an optimizer")
-        self.net.train()
-        with buffers_kept_unless(self.net) as applied:
-            loss = self.loss(fused, target)
-            applied[0] = finite_step(self.optimizer, loss)
-        return step_stats(applied[0], {"loss_task": float(loss.detach())})
+        return self.guarded_step(lambda: (self.loss(fused, target), {}))
 
 
 class CallableTask:

@@ -21,7 +21,8 @@ pixels (``avg_non_ignore=True``). Everything on this path is plain torch
 tensors, i.e. its explicit ``bmm``/softmax path, never a fused SDPA kernel; no
 mmcv compiled op is used), so the loss is twice differentiable w.r.t. the image.
 
-Targets are ``LongTensor [B, H, W]`` class maps (``[B, 1, H, W]`` is accepted).
+Targets are ``LongTensor [B, H, W]`` class maps (``[B, 1, H, W]`` is accepted);
+:meth:`SegFormerTask.collate_targets` stacks per-sample ``[H, W]`` maps into one.
 ``num_classes`` counts the background class 0.
 """
 
@@ -41,8 +42,8 @@ from torch import Tensor, nn
 from .._checks import check_image
 from .._random import seeded_rng
 from ..registry import MODELS
-from .base import NetTask, buffers_kept_unless, finite_step
-from .base import build_optimizer, require_backend, step_stats  # shared by the task adapters
+from .base import NetTask, build_optimizer, require_backend
+from .targets import split_batch_target, stack_targets
 
 __all__ = ["SegFormerTask", "segformer_config"]
 
@@ -229,6 +230,20 @@ class SegFormerTask(NetTask):
             )
         return target
 
+    # ------------------------------------------------------------------ targets
+    def collate_targets(self, targets: Sequence[Tensor], image_size: tuple[int, int]) -> Tensor:
+        """Per-sample class maps ``[H, W]`` → the batch ``[B, H, W]`` that :meth:`loss` takes.
+
+        (Checked where a batch enters :meth:`loss` or :meth:`evaluate`.)
+        """
+        return stack_targets([t[0] if t.ndim == 3 and t.shape[0] == 1 else t for t in targets])
+
+    def split_targets(self, target: Tensor, count: int, image_size: tuple[int, int]) -> list[Tensor]:
+        """The batch ``[B, H, W]`` (or ``[B, 1, H, W]``) → one class map ``[H, W]`` per sample."""
+        if target.ndim == 4 and target.shape[1] == 1:
+            target = target[:, 0]
+        return split_batch_target(target, count)
+
     def _criterion(self, logits: Tensor, target: Tensor) -> Tensor:
         losses = self.net.decode_head.loss_decode
         modules = losses if isinstance(losses, nn.ModuleList) else [losses]
@@ -246,11 +261,7 @@ class SegFormerTask(NetTask):
     # ------------------------------------------------------------------ training
     def train_step(self, fused: Tensor, target: Tensor) -> dict[str, float]:
         """One optimiser step of T on ``fused`` (detached: T's step never reaches F)."""
-        self.net.train()
-        with buffers_kept_unless(self.net) as applied:
-            loss = self.loss(fused.detach(), target)
-            applied[0] = finite_step(self.optimizer, loss)
-        return step_stats(applied[0], {"loss_task": float(loss.detach())})
+        return self.guarded_step(lambda: (self.loss(fused.detach(), target), {}))
 
     # ------------------------------------------------------------------ inference
     def predict(self, fused: Tensor, size: tuple[int, int] | None = None) -> Tensor:

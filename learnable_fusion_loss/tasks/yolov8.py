@@ -15,8 +15,12 @@ Image size
 Targets
     ultralytics' batch format, boxes relative to the *unpadded* fused image:
     ``{"batch_idx": [N], "cls": [N] or [N, 1], "bboxes": [N, 4]}`` with ``bboxes``
-    normalised ``cx, cy, w, h`` in [0, 1]. A list with one ``[n_i, 5]`` tensor
-    ``(cls, cx, cy, w, h)`` per image is also accepted (:func:`collate_yolo_targets`).
+    normalised ``cx, cy, w, h`` in [0, 1]; or a list with one target per image,
+    ``{"bboxes": [n_i, 4] x1 y1 x2 y2 pixels, "labels": [n_i]}`` (the datasets'
+    per-sample form) or an ``[n_i, 5]`` tensor ``(cls, cx, cy, w, h)``. The adapter's
+    codec converts between the two (:meth:`YOLOv8Task.collate_targets`,
+    :meth:`YOLOv8Task.split_targets`); targets are checked once, where a batch enters
+    :meth:`YOLOv8Task.loss`, :meth:`YOLOv8Task.train_step` or :meth:`YOLOv8Task.evaluate`.
 
 Loss scalar
     ``v8DetectionLoss`` returns ``(loss * batch_size, loss.detach())`` with
@@ -55,10 +59,12 @@ from .. import compat
 from .._checks import check_image
 from .._random import seeded_rng
 from ..registry import MODELS
-from .base import NetTask, buffers_kept_unless, finite_step
-from .base import build_optimizer, require_backend, step_stats  # shared by the task adapters
+from .base import NetTask, build_optimizer, require_backend
 
-__all__ = ["YOLOv8Task", "collate_yolo_targets"]
+__all__ = [
+    "YOLOv8Task", "ultralytics_targets", "split_ultralytics_targets", "collate_yolo_targets",
+    "collate_ultralytics",
+]
 
 compat.apply_offline_defaults()  # before anything can import ultralytics
 
@@ -66,17 +72,91 @@ YOLO_STRIDE = 32
 _IOU_THRESHOLDS = torch.linspace(0.5, 0.95, 10)
 
 
-def collate_yolo_targets(per_image: Sequence[Tensor]) -> dict[str, Tensor]:
-    """``[n_i, 5]`` rows ``(cls, cx, cy, w, h)`` per image -> ultralytics' batch dict."""
+def _rows(target: Any, image_size: Sequence[int] | None) -> tuple[Tensor, Tensor]:
+    """One image's ``(cls [n, 1], cx cy w h [n, 4])``, normalised, from either per-sample form."""
+    if isinstance(target, Mapping):
+        if not {"bboxes", "labels"} <= set(target):
+            raise TypeError(f"a per-image detection target needs 'bboxes' and 'labels', has {sorted(target)}")
+        if image_size is None:
+            raise ValueError("pixel boxes need the image size to be normalised")
+        boxes = torch.as_tensor(target["bboxes"]).to(torch.float32)
+        if boxes.numel() == 0:
+            boxes = boxes.reshape(0, 4)
+        if boxes.ndim != 2 or boxes.shape[1] != 4:
+            raise ValueError(f"target bboxes must be [n, 4] pixel x1, y1, x2, y2, got {tuple(boxes.shape)}")
+        labels = torch.as_tensor(target["labels"], device=boxes.device).to(torch.float32).reshape(-1, 1)
+        if labels.shape[0] != boxes.shape[0]:
+            raise ValueError(f"target has {boxes.shape[0]} boxes but {labels.shape[0]} labels")
+        h, w = image_size
+        xywh = torch.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2,
+                            boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], dim=1)
+        return labels, xywh / xywh.new_tensor([w, h, w, h])
+    rows = torch.as_tensor(target, dtype=torch.float32).reshape(-1, 5)
+    return rows[:, :1], rows[:, 1:]
+
+
+def ultralytics_targets(targets: Sequence[Any], image_size: Sequence[int] | None = None) -> dict[str, Tensor]:
+    """Per-image detection targets → ultralytics' batch dict (the format ``v8DetectionLoss`` takes).
+
+    Each target is ``{"bboxes": [n, 4] x1 y1 x2 y2 pixels, "labels": [n]}`` (the
+    per-sample form of the datasets, boxes in the frame of the ``image_size`` =
+    ``(H, W)`` task image) or an ``[n, 5]`` tensor of YOLO rows ``(cls, cx, cy, w, h)``
+    normalised to [0, 1]. Returns ``batch_idx`` ``[N]`` (image index of each box),
+    ``cls`` ``[N, 1]`` and ``bboxes`` ``[N, 4]`` normalised ``cx, cy, w, h``, all float32.
+
+    >>> t = ultralytics_targets([{"bboxes": torch.tensor([[0., 0., 4., 2.]]), "labels": torch.tensor([2])},
+    ...                          torch.zeros(0, 5)], image_size=(4, 8))
+    >>> t["batch_idx"].tolist(), t["cls"].tolist(), t["bboxes"].tolist()
+    ([0.0], [[2.0]], [[0.25, 0.25, 0.5, 0.5]])
+    """
+    if not targets:
+        raise ValueError("ultralytics_targets needs at least one image")
     idx, cls, boxes = [], [], []
-    for i, rows in enumerate(per_image):
-        rows = torch.as_tensor(rows, dtype=torch.float32).reshape(-1, 5)
-        idx.append(torch.full((rows.shape[0],), float(i)))
-        cls.append(rows[:, 0])
-        boxes.append(rows[:, 1:])
-    if not idx:
+    for i, target in enumerate(targets):
+        labels, xywh = _rows(target, image_size)
+        idx.append(torch.full((labels.shape[0],), float(i), device=labels.device))
+        cls.append(labels)
+        boxes.append(xywh)
+    return {"batch_idx": torch.cat(idx).reshape(-1), "cls": torch.cat(cls).reshape(-1, 1),
+            "bboxes": torch.cat(boxes).reshape(-1, 4)}
+
+
+def split_ultralytics_targets(target: Mapping[str, Tensor], count: int,
+                              image_size: Sequence[int]) -> list[dict[str, Tensor]]:
+    """ultralytics' batch dict → ``{"bboxes": [n, 4] pixel xyxy, "labels": [n] int64}`` per image."""
+    h, w = image_size
+    idx = torch.as_tensor(target["batch_idx"]).reshape(-1)
+    cls = torch.as_tensor(target["cls"]).reshape(-1)
+    xywh = torch.as_tensor(target["bboxes"]).reshape(-1, 4)
+    xywh = xywh * xywh.new_tensor([w, h, w, h])
+    xyxy = torch.cat([xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2], dim=1)
+    return [{"bboxes": xyxy[idx == i], "labels": cls[idx == i].round().long()} for i in range(count)]
+
+
+def collate_yolo_targets(per_image: Sequence[Tensor]) -> dict[str, Tensor]:
+    """``[n_i, 5]`` rows ``(cls, cx, cy, w, h)`` per image -> ultralytics' batch dict (``cls`` ``[N]``)."""
+    if not per_image:
         raise ValueError("collate_yolo_targets needs at least one image")
-    return {"batch_idx": torch.cat(idx), "cls": torch.cat(cls), "bboxes": torch.cat(boxes)}
+    batch = ultralytics_targets([torch.as_tensor(rows, dtype=torch.float32) for rows in per_image])
+    return {**batch, "cls": batch["cls"].reshape(-1)}
+
+
+def collate_ultralytics(samples: Sequence[Mapping[str, Any]], swap_modalities: bool = False) -> dict[str, Any]:
+    """:func:`~learnable_fusion_loss.datasets.collate_paired` plus ultralytics' detection keys.
+
+    ``collate_paired`` keeps boxes per sample (``gt_bboxes``, ``gt_labels``); this adds
+    ``batch_idx``, ``cls`` and ``bboxes`` in ultralytics' batch format
+    (:func:`ultralytics_targets`, boxes normalised by the task image, ``ir_task``, or
+    ``ir`` without a task view), e.g. to call ``v8DetectionLoss`` on a batch directly.
+    """
+    from ..datasets.collate import collate_paired
+
+    batch = collate_paired(samples, swap_modalities=swap_modalities)
+    if "gt_bboxes" in batch:
+        image = batch["ir_task"] if "ir_task" in batch else batch["ir"]
+        targets = [{"bboxes": b, "labels": c} for b, c in zip(batch["gt_bboxes"], batch["gt_labels"], strict=True)]
+        batch.update(ultralytics_targets(targets, tuple(image.shape[-2:])))
+    return batch
 
 
 @MODELS.register_module()
@@ -164,14 +244,26 @@ class YOLOv8Task(NetTask):
             x = x.expand(-1, 3, -1, -1)
         return x, (h, w)
 
-    def _targets(self, target: Any, batch: int) -> dict[str, Tensor]:
+    # ------------------------------------------------------------------ targets
+    def collate_targets(self, targets: Sequence[Any], image_size: tuple[int, int]) -> dict[str, Tensor]:
+        """Per-image targets → ultralytics' batch dict (:func:`ultralytics_targets`), checked by :meth:`loss`."""
+        return ultralytics_targets(targets, image_size)
+
+    def split_targets(self, target: Any, count: int, image_size: tuple[int, int]) -> list[Any]:
+        """A batch target → ``{"bboxes", "labels"}`` (pixels of ``image_size``) per image."""
+        if isinstance(target, (list, tuple)):
+            return list(target)
+        return split_ultralytics_targets(self._targets(target, count, image_size), count, image_size)
+
+    def _targets(self, target: Any, batch: int, image_size: Sequence[int]) -> dict[str, Tensor]:
+        """The one check of a batch's targets (on the device): what :meth:`loss` and :meth:`evaluate` use."""
         if isinstance(target, (list, tuple)):
             if len(target) != batch:
                 raise ValueError(f"target list has {len(target)} entries for a batch of {batch}")
-            target = collate_yolo_targets(target)
+            target = ultralytics_targets(target, image_size)
         if not isinstance(target, Mapping) or not {"batch_idx", "cls", "bboxes"} <= set(target):
-            raise TypeError("target must be a dict with 'batch_idx', 'cls', 'bboxes' "
-                            "(or a list of [n_i, 5] tensors)")
+            raise TypeError("target must be a dict with 'batch_idx', 'cls', 'bboxes' (ultralytics' batch "
+                            "format), or one target per image: {'bboxes', 'labels'} or [n_i, 5] rows")
         idx = torch.as_tensor(target["batch_idx"]).to(self.device, torch.float32).reshape(-1)
         cls = torch.as_tensor(target["cls"]).to(self.device, torch.float32).reshape(-1)
         boxes = torch.as_tensor(target["bboxes"]).to(self.device, torch.float32)
@@ -188,16 +280,19 @@ class YOLOv8Task(NetTask):
         return {"batch_idx": idx, "cls": cls, "bboxes": boxes}
 
     # ------------------------------------------------------------------ loss
-    def loss_terms(self, fused: Tensor, target: Any) -> tuple[Tensor, Tensor]:
-        """``(loss, [box, cls, dfl])``: the returned scalar and the detached gained terms."""
-        x, (h, w) = self._inputs(fused)
-        batch = self._targets(target, fused.shape[0])
+    def _loss_terms(self, x: Tensor, size: tuple[int, int], batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """The loss of the net input ``x`` (padded, see :meth:`_inputs`) of an unpadded ``size`` image."""
+        h, w = size
         hp, wp = x.shape[-2:]
         scale = torch.tensor([w / wp, h / hp, w / wp, h / hp], device=self.device)
-        batch["bboxes"] = batch["bboxes"] * scale  # normalised to the padded image
-        batch["img"] = x
+        batch = {**batch, "bboxes": batch["bboxes"] * scale, "img": x}  # normalised to the padded image
         scaled, terms = self.criterion(self.net(x), batch)
         return scaled.sum() / x.shape[0], terms
+
+    def loss_terms(self, fused: Tensor, target: Any) -> tuple[Tensor, Tensor]:
+        """``(loss, [box, cls, dfl])``: the returned scalar and the detached gained terms."""
+        x, size = self._inputs(fused)
+        return self._loss_terms(x, size, self._targets(target, fused.shape[0], size))
 
     def loss(self, fused: Tensor, target: Any) -> Tensor:
         """Sum of the gained box/cls/dfl terms (see module docstring)."""
@@ -206,24 +301,26 @@ class YOLOv8Task(NetTask):
     # ------------------------------------------------------------------ training
     def train_step(self, fused: Tensor, target: Any) -> dict[str, float]:
         """One optimiser step of T on ``fused`` (detached: T's step never reaches F)."""
-        self.net.train()
-        with buffers_kept_unless(self.net) as kept:
-            loss, terms = self.loss_terms(fused.detach(), target)
-            applied = kept[0] = finite_step(self.optimizer, loss)
-        box, cls, dfl = (float(t) for t in terms)
-        if applied and box == cls == dfl == 0.0 and not self._warned_collapse:
-            boxes = self._targets(target, fused.shape[0])["cls"].numel()
-            if boxes:
-                # A healthy net always gets some prediction assigned to a box; a loss of
-                # exactly 0 means every score is saturated at 0: T has diverged, silently.
-                self._warned_collapse = True
-                lr = self.optimizer.param_groups[0]["lr"]
-                warnings.warn(
-                    f"YOLOv8Task: the task loss is exactly 0 on a batch with {boxes} box(es): no "
-                    "prediction is assigned to any box, so T has collapsed (it stops learning); "
-                    f"lower T's learning rate (now {lr:g})", RuntimeWarning, stacklevel=2)
-        return step_stats(applied, {"loss_task": float(loss.detach()), "loss_box": box,
-                                     "loss_cls": cls, "loss_dfl": dfl})
+        x, size = self._inputs(fused.detach())
+        batch = self._targets(target, fused.shape[0], size)
+
+        def loss_and_terms() -> tuple[Tensor, dict[str, float]]:
+            loss, terms = self._loss_terms(x, size, batch)
+            return loss, dict(zip(("loss_box", "loss_cls", "loss_dfl"), (float(t) for t in terms), strict=True))
+
+        stats = self.guarded_step(loss_and_terms)
+        boxes = batch["cls"].numel()
+        if ("skipped" not in stats and stats["loss_box"] == stats["loss_cls"] == stats["loss_dfl"] == 0.0
+                and boxes and not self._warned_collapse):
+            # A healthy net always gets some prediction assigned to a box; a loss of
+            # exactly 0 means every score is saturated at 0: T has diverged, silently.
+            self._warned_collapse = True
+            lr = self.optimizer.param_groups[0]["lr"]
+            warnings.warn(
+                f"YOLOv8Task: the task loss is exactly 0 on a batch with {boxes} box(es): no "
+                "prediction is assigned to any box, so T has collapsed (it stops learning); "
+                f"lower T's learning rate (now {lr:g})", RuntimeWarning, stacklevel=2)
+        return stats
 
     # ------------------------------------------------------------------ inference
     def predict(
@@ -288,7 +385,7 @@ class YOLOv8Task(NetTask):
         metrics = DetMetrics(names=dict(enumerate(self.class_names)))
         images = targets_seen = 0
         for fused, target in batches:
-            batch = self._targets(target, fused.shape[0])
+            batch = self._targets(target, fused.shape[0], fused.shape[-2:])
             h, w = fused.shape[-2:]
             scale = torch.tensor([w, h, w, h], device=self.device, dtype=torch.float32)
             for i, det in enumerate(self.predict(fused)):
