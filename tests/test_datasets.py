@@ -38,6 +38,7 @@ from learnable_fusion_loss.datasets import (
     rgb_to_ycrcb,
 )
 from learnable_fusion_loss.registry import DATASETS
+from learnable_fusion_loss.tasks.yolov8 import collate_ultralytics  # collate_paired + ultralytics' keys
 from projects.tdfusion.tdfusion import TASK_VIEW_SIZES, tdfusion_train_pipeline
 
 RNG = np.random.default_rng(0)
@@ -198,7 +199,7 @@ def test_tdfusion_views_on_msrs_det(data_root: Path) -> None:
 
 def test_dataloader_collate_ultralytics_format(data_root: Path) -> None:
     ds = YoloPairedDetDataset(data_root / "msrs_det", "test", pipeline=[TaskView((192, 256))])
-    loader = DataLoader(ds, batch_size=4, shuffle=False, collate_fn=collate_paired)
+    loader = DataLoader(ds, batch_size=4, shuffle=False, collate_fn=collate_ultralytics)
     batch = next(iter(loader))
     assert batch["ir_task"].shape == (4, 1, 192, 256)
     n = sum(int(b.shape[0]) for b in batch["gt_bboxes"])
@@ -226,7 +227,7 @@ def test_collate_feeds_ultralytics_v8_detection_loss(data_root: Path) -> None:
     from ultralytics.utils.loss import v8DetectionLoss
 
     ds = YoloPairedDetDataset(data_root / "msrs_det", "test", pipeline=[TaskView((96, 128))])
-    batch = collate_paired([ds[0], ds[1]])
+    batch = collate_ultralytics([ds[0], ds[1]])
     torch.manual_seed(0)
     model = DetectionModel("yolov8n.yaml", ch=1, nc=3, verbose=False)
     model.args = SimpleNamespace(box=7.5, cls=0.5, dfl=1.5)
@@ -377,7 +378,7 @@ def test_modality_swap_transform_and_collate() -> None:
     assert not RandomModalitySwap(prob=0.0)(s)["swapped"]
 
     t = dict(s, img_id="b", bboxes=torch.zeros(0, 4), labels=torch.zeros(0, dtype=torch.long))
-    batch = collate_paired([s, t], swap_modalities=True)
+    batch = collate_ultralytics([s, t], swap_modalities=True)
     assert batch["ir"].shape == (4, 1, 4, 4)
     assert batch["ir"][:2].max() == 0 and batch["ir"][2:].min() == 1  # second half is (VIS, IR)
     assert batch["vi_task"][2:].max() == 0
@@ -491,7 +492,7 @@ def test_m3fd_layout_fixture_with_split_list(tmp_path: Path) -> None:
     assert s["bboxes"].tolist() == [[1.0, 2.0, 11.0, 22.0], [5.0, 5.0, 40.0, 30.0]]
     assert s["labels"].tolist() == [0, 5]
     assert ds[1]["bboxes"].shape == (0, 4)
-    batch = collate_paired([TaskView((15, 20))(ds[0]), TaskView((15, 20))(ds[1])])
+    batch = collate_ultralytics([TaskView((15, 20))(ds[0]), TaskView((15, 20))(ds[1])])
     assert batch["batch_idx"].tolist() == [0.0, 0.0]
     torch.testing.assert_close(
         batch["bboxes"][0], torch.tensor([6 / 40, 12 / 30, 10 / 40, 20 / 30])
@@ -631,7 +632,7 @@ def test_empty_label_file_is_valid_and_missing_label_is_not(tmp_path: Path) -> N
     by_id = {s["img_id"]: s for s in (ds[i] for i in range(len(ds)))}
     assert by_id["empty"]["bboxes"].shape == (0, 4) and by_id["blank"]["labels"].shape == (0,)
     assert by_id["one"]["bboxes"].tolist() == [[0.0, 6.0, 16.0, 18.0]]
-    batch = collate_paired([by_id["empty"], by_id["one"]])
+    batch = collate_ultralytics([by_id["empty"], by_id["one"]])
     assert batch["batch_idx"].tolist() == [1.0] and batch["cls"].tolist() == [[1.0]]
     (root / "train" / "labels" / "one.txt").unlink()
     with pytest.raises(PairingError, match=r"no label file .*one\.txt"):

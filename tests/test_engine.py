@@ -400,17 +400,18 @@ def test_rng_state_round_trip_through_a_weights_only_checkpoint(tmp_path):
 
 
 def test_task_metric_batches_and_reindexes_box_targets():
+    from learnable_fusion_loss.tasks.yolov8 import ultralytics_targets
+
+    # per-sample targets (pixel boxes), batched by the detection adapter's codec
     results = [
         {"fused_task": torch.full((1, 4, 4), 255, dtype=torch.uint8),
-         "target": {"batch_idx": torch.tensor([3.0, 3.0]), "cls": torch.tensor([[1.0], [0.0]]),
-                    "bboxes": torch.rand(2, 4)}},
+         "target": {"labels": torch.tensor([1, 0]), "bboxes": torch.tensor([[0., 0., 2., 2.], [1., 1., 4., 3.]])}},
         {"fused_task": torch.zeros((1, 4, 4), dtype=torch.uint8),
-         "target": {"batch_idx": torch.tensor([5.0]), "cls": torch.tensor([[2.0]]),
-                    "bboxes": torch.rand(1, 4)}},
+         "target": {"labels": torch.tensor([2]), "bboxes": torch.tensor([[0., 1., 3., 4.]])}},
         {"fused_task": torch.zeros((1, 8, 8), dtype=torch.uint8),
-         "target": {"batch_idx": torch.zeros(0), "cls": torch.zeros(0, 1), "bboxes": torch.zeros(0, 4)}},
+         "target": {"labels": torch.zeros(0, dtype=torch.long), "bboxes": torch.zeros(0, 4)}},
     ]
-    batches = list(batch_task_samples(results, batch_size=8))
+    batches = list(batch_task_samples(results, batch_size=8, collate=ultralytics_targets))
     assert len(batches) == 2  # the 8x8 sample starts a new batch
     fused, target = batches[0]
     assert fused.shape == (2, 1, 4, 4) and float(fused[0].max()) == 1.0

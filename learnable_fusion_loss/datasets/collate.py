@@ -1,4 +1,4 @@
-"""Batching of paired samples, including the ultralytics detection-target format."""
+"""Batching of paired samples; targets stay per sample, in no task's format."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import torch
 from mmengine.registry import FUNCTIONS
 from torch import Tensor
 
-from .transforms import boxes_xyxy_to_cxcywh
-
 __all__ = ["collate_paired", "SwapCollate"]
 
 _IMAGE_KEYS = ("ir", "vi", "vi_crcb", "ir_task", "vi_task")
 _SWAP_PAIRS = (("ir", "vi"), ("ir_task", "vi_task"))
+#: per-sample box keys of a sample, and their names in a batch
+_BOX_KEYS = {"bboxes": "gt_bboxes", "labels": "gt_labels"}
 
 
 def _ids(samples: Sequence[dict[str, Any]]) -> list[Any]:
@@ -41,23 +41,28 @@ def collate_paired(
 
     * images ``ir``, ``vi``, ``vi_crcb``, ``ir_task``, ``vi_task``: ``[B, C, H, W]``.
       If only some samples are colour, grey ones get neutral chroma (0.5).
-    * ``gt_sem_seg``: ``[B, H, W]`` int64.
-    * detection, in the format of ultralytics' ``v8DetectionLoss``:
-      ``batch_idx`` ``[N]`` float (image index of each box), ``cls`` ``[N, 1]`` float,
-      ``bboxes`` ``[N, 4]`` ``cx, cy, w, h`` normalised to [0, 1] by the frame the
-      boxes live in (``target_shape``: the task view after ``TaskView``); plus
-      ``gt_bboxes`` / ``gt_labels``, per-image lists of the pixel xyxy boxes and
-      int64 labels (for mAP evaluation).
-    * everything else (``img_id``, ``img_path``, ``ori_shape``, ...): a list.
+    * targets, per sample and in no task's format (the task adapter's
+      ``collate_targets`` makes its batch format of them, see
+      :mod:`learnable_fusion_loss.tasks.targets`):
+
+      - ``gt_sem_seg``: ``[B, H, W]`` int64, row ``i`` the class map of sample ``i``;
+      - detection: ``gt_bboxes`` / ``gt_labels``, lists with each sample's pixel
+        ``x1, y1, x2, y2`` boxes ``[n_i, 4]`` and int64 labels ``[n_i]``, in the frame
+        of its task image (``ir_task``; ``ir`` without a task view). A sample whose
+        ``target_shape`` is another frame is refused.
+
+      (Before, detection batches also had ultralytics' ``batch_idx``, ``cls`` and
+      normalised ``bboxes``; :func:`learnable_fusion_loss.tasks.yolov8.collate_ultralytics`
+      is this function plus those keys.)
+    * everything else (``img_id``, ``img_path``, ``ori_shape``, ``target_shape``, ...): a list.
     * ``swapped``: ``[B]`` bool, which samples have sources exchanged.
 
     Args:
         samples: items from a paired dataset.
-        swap_modalities: TDFusion's ``Switch``: append every sample once more with
+        swap_modalities: the source swap: append every sample once more with
             the two sources exchanged (``ir`` <-> ``vi``, ``ir_task`` <-> ``vi_task``), so the
             batch doubles to ``2B``. Targets are repeated unchanged (same scene);
-            box ``batch_idx`` of the second half is offset by ``B``; ``vi_crcb`` is
-            repeated (it stays the visible chroma).
+            ``vi_crcb`` is repeated (it stays the visible chroma).
     """
     if not samples:
         raise ValueError("collate_paired got an empty list of samples")
@@ -82,29 +87,30 @@ def collate_paired(
             )
         if key in _IMAGE_KEYS or key == "gt_sem_seg":
             batch[key] = _stack(samples, key)
-        elif key in ("bboxes", "labels"):
-            continue
+        elif key in _BOX_KEYS:
+            batch[_BOX_KEYS[key]] = [s[key] for s in samples]
         else:
             batch[key] = [s[key] for s in samples]
-
     if "bboxes" in keys:
-        cxcywh, cls, idx = [], [], []
-        for i, s in enumerate(samples):
-            frame = s.get("target_shape", tuple(s["ir"].shape[-2:]))
-            cxcywh.append(boxes_xyxy_to_cxcywh(s["bboxes"], frame))
-            cls.append(s["labels"].to(torch.float32).reshape(-1, 1))
-            idx.append(torch.full((s["bboxes"].shape[0],), float(i)))
-        batch["bboxes"] = torch.cat(cxcywh).reshape(-1, 4)
-        batch["cls"] = torch.cat(cls).reshape(-1, 1)
-        batch["batch_idx"] = torch.cat(idx).reshape(-1)
-        batch["gt_bboxes"] = [s["bboxes"] for s in samples]
-        batch["gt_labels"] = [s["labels"] for s in samples]
+        _check_box_frames(samples)
 
     swapped = batch.pop("swapped", [False] * n)
     batch["swapped"] = torch.tensor([bool(v) for v in swapped])
     if swap_modalities:
-        batch = _append_swapped(batch, n)
+        batch = _append_swapped(batch)
     return batch
+
+
+def _check_box_frames(samples: Sequence[dict[str, Any]]) -> None:
+    """Pixel boxes must live in the frame of their sample's task image."""
+    for sample_id, s in zip(_ids(samples), samples, strict=True):
+        image = tuple((s["ir_task"] if "ir_task" in s else s["ir"]).shape[-2:])
+        frame = tuple(s.get("target_shape", image))
+        if frame != image:
+            raise ValueError(
+                f"the boxes of sample {sample_id!r} live in a {frame} frame, its task image is "
+                f"{image}: move them with the image (TaskView, or a crop that crops targets)"
+            )
 
 
 # MMEngine's Runner looks ``collate_fn=dict(type=...)`` up in FUNCTIONS, so configs can say
@@ -115,10 +121,11 @@ if "collate_paired" not in FUNCTIONS.module_dict:
     FUNCTIONS.register_module(name="collate_paired", module=collate_paired)
 
 
-def _append_swapped(batch: dict[str, Any], n: int) -> dict[str, Any]:
+def _append_swapped(batch: dict[str, Any]) -> dict[str, Any]:
+    """The batch followed by its copy with the sources exchanged (targets per sample, repeated)."""
     out: dict[str, Any] = {}
     for key, value in batch.items():
-        if isinstance(value, Tensor) and key not in ("bboxes", "cls", "batch_idx", "swapped"):
+        if isinstance(value, Tensor) and key != "swapped":
             out[key] = torch.cat([value, value])
         elif isinstance(value, list):
             out[key] = value + value
@@ -128,10 +135,6 @@ def _append_swapped(batch: dict[str, Any], n: int) -> dict[str, Any]:
         if a in batch:
             out[a] = torch.cat([batch[a], batch[b]])
             out[b] = torch.cat([batch[b], batch[a]])
-    if "bboxes" in batch:
-        out["bboxes"] = torch.cat([batch["bboxes"], batch["bboxes"]])
-        out["cls"] = torch.cat([batch["cls"], batch["cls"]])
-        out["batch_idx"] = torch.cat([batch["batch_idx"], batch["batch_idx"] + n])
     out["swapped"] = torch.cat([batch["swapped"], ~batch["swapped"]])
     return out
 

@@ -1,5 +1,11 @@
 """MMEngine integration: the meta-fusion model, the Algorithm-1 loop and its hooks.
 
+One module per idea: ``model`` (:class:`MetaFusionModel`), ``parts`` (building its
+task adapter), ``samples`` (batch dicts → FusionBatch and per-sample outputs; targets
+stay per sample, the task adapter batches them), ``iteration`` (what the loop hands
+the model), ``loops`` (the epoch plan and the loop), ``optim``, ``parallel``,
+``hooks``, ``evaluation`` and ``config``.
+
 Importing this package registers (scope ``lfl``): the model ``MetaFusionModel``,
 the loop ``MetaFusionTrainLoop``, the hooks ``AtomicCheckpointHook``,
 ``TrainingStateHook`` and ``FusionVisualizationHook``; and in MMEngine's root
@@ -26,9 +32,10 @@ from .hooks import (
     atomic_write_bytes,
     fusion_panel,
 )
-from .loops import SCHEDULES, EpochPlan, IterationPlan, MetaFusionTrainLoop, SeededSamples
 from .iteration import PHASES, IterationData
-from .model import DEFAULT_DATA_KEYS, MetaFusionModel
+from .loops import SCHEDULES, EpochPlan, IterationPlan, MetaFusionTrainLoop, SeededSamples
+from .model import MetaFusionModel
+from .samples import DEFAULT_DATA_KEYS
 from .optim import MultiModuleOptimWrapperConstructor
 from .parallel import GradientAveragingWrapper
 

@@ -1,16 +1,17 @@
 """Task metrics on fused images, through the task adapter's own ``evaluate``.
 
 :class:`TaskMetric` collects, per test sample, the fused *task view* (as the 8-bit
-image a saved fused file would hold) and its target; at the end it hands them to
-the adapter's ``evaluate(batches)`` (SegFormer: mmseg ``IoUMetric`` → ``mIoU``,
-``mAcc``, ``aAcc``; YOLOv8: ultralytics ``DetMetrics`` → ``mAP50``, ``mAP75``,
-``mAP50-95``). The adapter is bound by :class:`TaskMetricHook` before validation
+image a saved fused file would hold) and its per-sample target; at the end it hands
+them, batched by the adapter's target codec (``collate_targets``), to the adapter's
+``evaluate(batches)`` (SegFormer: mmseg ``IoUMetric`` → ``mIoU``, ``mAcc``, ``aAcc``;
+YOLOv8: ultralytics ``DetMetrics`` → ``mAP50``, ``mAP75``, ``mAP50-95``). The adapter is bound by :class:`TaskMetricHook` before validation
 and testing (a metric is built by MMEngine without access to the model).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import functools
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -20,38 +21,30 @@ from mmengine.model import is_model_wrapper
 from torch import Tensor
 
 from ..registry import HOOKS, METRICS
+from ..tasks.targets import collate_for, stack_targets
 
 __all__ = ["TaskMetric", "TaskMetricHook", "batch_task_samples"]
 
 
-def _merge_targets(targets: Sequence[Any]) -> Any:
-    """Per-sample targets → one batch target (class maps stacked; box dicts re-indexed)."""
-    first = targets[0]
-    if isinstance(first, Tensor):
-        return torch.stack(list(targets))
-    if isinstance(first, Mapping) and "batch_idx" in first:
-        merged: dict[str, Any] = {}
-        for key in first:
-            values = [t[key] for t in targets]
-            if key == "batch_idx":
-                values = [torch.full_like(v, float(i)) for i, v in enumerate(values)]
-            if all(isinstance(v, Tensor) for v in values):
-                merged[key] = torch.cat(values)
-            else:
-                merged[key] = values
-        return merged
-    return list(targets)
+#: ``(per-sample targets, (H, W) of the images) -> batch target``: a task's ``collate_targets``.
+Collate = Callable[[Sequence[Any], tuple[int, int]], Any]
 
 
 def batch_task_samples(
-    results: Sequence[Mapping[str, Any]], batch_size: int = 8
+    results: Sequence[Mapping[str, Any]], batch_size: int = 8, collate: Collate | None = None
 ) -> Iterator[tuple[Tensor, Any]]:
-    """``(fused [B,1,H,W] float in [0,1], target)`` batches of consecutive same-size samples."""
+    """``(fused [B,1,H,W] float in [0,1], target)`` batches of consecutive same-size samples.
+
+    Each result's ``target`` is a per-sample target; ``collate`` (the task's codec,
+    default :func:`~learnable_fusion_loss.tasks.stack_targets`) makes the batch target.
+    """
     group: list[Mapping[str, Any]] = []
 
     def flush() -> tuple[Tensor, Any]:
         fused = torch.stack([r["fused_task"] for r in group]).float() / 255.0
-        return fused, _merge_targets([r["target"] for r in group])
+        targets = [r["target"] for r in group]
+        size = tuple(fused.shape[-2:])
+        return fused, stack_targets(targets) if collate is None else collate(targets, size)
 
     for result in results:
         if group and (len(group) == batch_size or result["fused_task"].shape != group[0]["fused_task"].shape):
@@ -112,7 +105,8 @@ class TaskMetric(BaseMetric):
             )
         if not results:
             raise ValueError("TaskMetric got no samples")
-        metrics = self.task.evaluate(batch_task_samples(results, self.batch_size))
+        collate = functools.partial(collate_for, self.task)
+        metrics = self.task.evaluate(batch_task_samples(results, self.batch_size, collate))
         if self.keys is not None:
             missing = [k for k in self.keys if k not in metrics]
             if missing:

@@ -25,7 +25,6 @@ same fields is accepted too)::
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -40,11 +39,20 @@ from torch import Tensor, nn
 from ..losses import LearnableLoss
 from ..meta import FusionBatch, MetaLossLearner, NonFiniteGuard
 from ..registry import MODELS, build_module
-from ..tasks.base import CallableTask, TaskAdapter
+from ..tasks.base import TaskAdapter
 from .iteration import PHASES, IterationData
-from .optim import ClipBeforeStep, MultiModuleOptimWrapperConstructor, StepCounter, check_wrapper
+from .optim import MultiModuleOptimWrapperConstructor, attach_wrapper
 from .parallel import GradientAveragingWrapper
-from .samples import per_sample_fields, sample_of, split_target
+from .parts import build_task, task_module, with_device
+from .samples import (
+    DEFAULT_DATA_KEYS,
+    TargetKey,
+    check_data_keys,
+    data_key_names,
+    per_sample_fields,
+    read_batch,
+    test_outputs,
+)
 
 # The constructor and the wrapper lived here; their modules are optim and parallel.
 __all__ = [
@@ -54,18 +62,6 @@ __all__ = [
     "DEFAULT_DATA_KEYS",
     "PHASES",
 ]
-
-#: Where :meth:`MetaFusionModel.to_fusion_batch` finds each field of a collated batch.
-#: ``target`` may also be a list of keys: the target is then the dict of those
-#: entries (detection: ``["batch_idx", "cls", "bboxes"]``, ultralytics' format).
-DEFAULT_DATA_KEYS: dict[str, str | list[str]] = {
-    "a": "ir",
-    "b": "vi",
-    "target": "gt_sem_seg",
-    "task_a": "ir_task",
-    "task_b": "vi_task",
-}
-
 
 #: Learner options a config may set (everything but the nets and the optimisers).
 _LEARNER_OPTIONS = (
@@ -80,59 +76,6 @@ _LEARNER_OPTIONS = (
     "outer_lr_from_fusion",
     "keep_task_optimizer_state",
 )
-
-
-def _build_task(task: Any, scope: str | None) -> Any:
-    """The task adapter: its class from ``MODELS``, instantiated under ``scope``."""
-    if not isinstance(task, Mapping):
-        return build_module(task, "task")
-    if scope is None:
-        return MODELS.build(dict(task))
-    from mmengine.registry import DefaultScope
-
-    args = dict(task)
-    cls = args.pop("type")
-    if isinstance(cls, str):
-        cls = MODELS.get(cls)
-        if cls is None:
-            raise KeyError(f"task type {task['type']!r} is not registered in {MODELS.name}")
-    with DefaultScope.overwrite_default_scope(scope):
-        return cls(**args)
-
-
-def _with_device(task: Any) -> Any:
-    """A task config without ``device`` gets MMEngine's device (where the runner puts the model).
-
-    The adapters keep tensors (normalisation constants, loss buffers) on the device
-    they were built on, so they must be built where the runner will move their net.
-    """
-    if not isinstance(task, Mapping) or "device" in task:
-        return task
-    cls = MODELS.get(task["type"]) if isinstance(task.get("type"), str) else task.get("type")
-    try:
-        accepts = cls is not None and "device" in inspect.signature(cls).parameters
-    except (TypeError, ValueError):
-        accepts = False
-    if not accepts:
-        return task
-    from mmengine.device import get_device
-
-    return {**task, "device": get_device()}
-
-
-def _task_module(task: Any) -> nn.Module | None:
-    """The ``nn.Module`` that owns T's parameters (None for a parameter-free task)."""
-    if isinstance(task, nn.Module):
-        return task
-    net = getattr(task, "net", None)
-    if isinstance(net, nn.Module):
-        return net
-    if isinstance(task, CallableTask):
-        return None
-    raise TypeError(
-        f"task {type(task).__name__} is neither an nn.Module nor has an nn.Module `.net`; "
-        "the model cannot checkpoint or move its parameters"
-    )
 
 
 @MODELS.register_module()
@@ -156,6 +99,9 @@ class MetaFusionModel(BaseModel):
         source_names: names of sources a and b, used in log keys (``w_ir``, ``w_vis``).
         data_keys: where each :class:`FusionBatch` field lives in a collated batch
             (default :data:`DEFAULT_DATA_KEYS`; ``task_a``/``task_b`` are optional).
+            ``target`` names the per-sample targets: one key, or a ``{name: key}`` dict
+            (detection: ``dict(bboxes='gt_bboxes', labels='gt_labels')``); the task
+            adapter batches them (its ``collate_targets``).
         task_scope: MMEngine default scope under which the task adapter is built
             (``'mmseg'`` for ``SegFormerTask``, whose mmseg model config uses
             unscoped type names that the runner's ``lfl`` scope cannot resolve).
@@ -170,7 +116,7 @@ class MetaFusionModel(BaseModel):
         task: Any,
         learner: Mapping | None = None,
         source_names: Sequence[str] = ("ir", "vis"),
-        data_keys: Mapping[str, str | Sequence[str]] | None = None,
+        data_keys: Mapping[str, TargetKey] | None = None,
         task_scope: str | None = None,
         data_preprocessor: Mapping | nn.Module | None = None,
         init_cfg: Mapping | list | None = None,
@@ -191,13 +137,13 @@ class MetaFusionModel(BaseModel):
         #: optimiser arguments given to the adapter (refused beside an optim_wrapper.task entry)
         self._task_optimizer_args = (
             {k for k in ("lr", "weight_decay", "optimizer") if k in task} if isinstance(task, Mapping) else set())
-        adapter = _build_task(_with_device(task), task_scope)
+        adapter = build_task(with_device(task), task_scope)
         if not isinstance(adapter, TaskAdapter):
             raise TypeError(
                 f"task {type(adapter).__name__} does not follow the TaskAdapter protocol "
                 "(loss, train_step, snapshot, restore)"
             )
-        module = _task_module(adapter)
+        module = task_module(adapter)
         if isinstance(adapter, nn.Module):
             self.task = adapter  # registered: its parameters are in state_dict under task.*
         else:
@@ -210,12 +156,7 @@ class MetaFusionModel(BaseModel):
         if len(source_names) != 2 or len(set(source_names)) != 2:
             raise ValueError(f"source_names must be two distinct names, got {source_names!r}")
         self.source_names = tuple(str(n) for n in source_names)
-        self.data_keys = dict(DEFAULT_DATA_KEYS)
-        if data_keys:
-            unknown = set(data_keys) - set(DEFAULT_DATA_KEYS)
-            if unknown:
-                raise ValueError(f"unknown data_keys {sorted(unknown)}; valid: {sorted(DEFAULT_DATA_KEYS)}")
-            self.data_keys.update(data_keys)
+        self.data_keys = check_data_keys(data_keys)
         self._learner: MetaLossLearner | None = None
         self._bound_optim_wrapper: OptimWrapperDict | None = None
 
@@ -228,7 +169,7 @@ class MetaFusionModel(BaseModel):
     @property
     def task_module(self) -> nn.Module | None:
         """The module holding T's parameters (None for a parameter-free task)."""
-        return _task_module(self.task)
+        return task_module(self.task)
 
     def optim_modules(self) -> dict[str, nn.Module | None]:
         """The modules each optimiser-wrapper key trains."""
@@ -253,16 +194,7 @@ class MetaFusionModel(BaseModel):
                 f"{type(optim_wrapper).__name__}"
             )
         for name, wrapper in optim_wrapper.items():
-            check_wrapper(name, wrapper)
-            # The learner steps the torch optimisers directly, so the wrapper's gradient
-            # clipping runs as a pre-step hook on its optimiser: every step of F, G (the
-            # hypergradient) and T, including T's step inside a meta step, is clipped,
-            # and the norm is logged as grad_norm_<name>.
-            if wrapper.clip_grad_kwargs:
-                wrapper.grad_name = f"grad_norm_{name}"
-                wrapper.optimizer.register_step_pre_hook(ClipBeforeStep(wrapper))
-            # MMEngine's wrapper keeps a step count (read for a warning only); keep it right.
-            wrapper.optimizer.register_step_post_hook(StepCounter(wrapper))
+            attach_wrapper(name, wrapper)
         if "task" in optim_wrapper and self._task_optimizer_args:
             raise ValueError(
                 f"model.task sets {sorted(self._task_optimizer_args)} and optim_wrapper has a 'task' "
@@ -308,38 +240,12 @@ class MetaFusionModel(BaseModel):
 
     # ------------------------------------------------------------------ data
     def to_fusion_batch(self, data: Any) -> FusionBatch:
-        """A collated (and preprocessed) batch as a :class:`FusionBatch`."""
-        if isinstance(data, FusionBatch):
-            return data
-        if not isinstance(data, Mapping):
-            raise TypeError(f"a data batch must be a dict or a FusionBatch, got {type(data).__name__}")
-        keys = self.data_keys
-        missing = [keys[f] for f in ("a", "b") if keys[f] not in data]
-        if missing:
-            raise KeyError(f"data batch has no {missing} (has {sorted(data)}); set model.data_keys")
-        task_a = data.get(keys["task_a"])
-        task_b = data.get(keys["task_b"])
-        target_key = keys["target"]
-        if isinstance(target_key, str):
-            target = data.get(target_key)
-        else:
-            absent = [k for k in target_key if k not in data]
-            if absent:
-                raise KeyError(f"data batch has no target entries {absent} (has {sorted(data)})")
-            target = {k: data[k] for k in target_key}
-        return FusionBatch(
-            a=data[keys["a"]],
-            b=data[keys["b"]],
-            target=target,
-            task_a=task_a if task_b is not None else None,
-            task_b=task_b if task_a is not None else None,
-        )
+        """A collated (and preprocessed) batch as a :class:`FusionBatch`.
 
-    def _data_key_names(self) -> set[str]:
-        names: set[str] = set()
-        for value in self.data_keys.values():
-            names.update([value] if isinstance(value, str) else value)
-        return names
+        Its target is the task adapter's batch format of the batch's per-sample
+        targets (:func:`~learnable_fusion_loss.engine.samples.read_batch`).
+        """
+        return read_batch(data, self.data_keys, self.task)[0]
 
     def preprocess(self, data: Any, training: bool) -> FusionBatch:
         """A collated batch through the data preprocessor, as a :class:`FusionBatch`."""
@@ -393,35 +299,15 @@ class MetaFusionModel(BaseModel):
         ``target`` and every non-tensor per-sample field of the batch (e.g. ``id``).
         """
         raw = self.data_preprocessor(data, False)
-        batch = self.to_fusion_batch(raw)
+        batch, targets = read_batch(raw, self.data_keys, self.task)
         fused, weights = self.fuse(batch.a, batch.b)
         if batch.task_a is not None:
             fused_task = self.fusion_net(*batch.task_sources)
         else:
             fused_task = fused
-        predictions = None
-        if hasattr(self.task, "predict"):
-            predictions = self.task.predict(fused_task)
-        size = batch.a.shape[0]
-        meta = per_sample_fields(raw, size, exclude=self._data_key_names())
-        targets = split_target(batch.target, size)
-        outputs = []
-        for i in range(size):
-            item: dict[str, Any] = {
-                "a": batch.a[i].detach().cpu(),
-                "b": batch.b[i].detach().cpu(),
-                "fused": fused[i].detach().cpu(),
-                "weights": weights[i].detach().cpu(),
-                "fused_task": fused_task[i].detach().cpu(),
-                "source_names": self.source_names,
-                **meta[i],
-            }
-            if targets is not None:
-                item["target"] = targets[i]
-            if predictions is not None:
-                item["pred"] = sample_of(predictions, i)
-            outputs.append(item)
-        return outputs
+        predictions = self.task.predict(fused_task) if hasattr(self.task, "predict") else None
+        meta = per_sample_fields(raw, batch.a.shape[0], exclude=data_key_names(self.data_keys))
+        return test_outputs(batch, fused, weights, fused_task, predictions, targets, meta, self.source_names)
 
     def val_step(self, data: Any) -> list[dict[str, Any]]:
         return self.predict(data)

@@ -18,7 +18,9 @@ from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper, OptimWr
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
 from torch import nn
 
-__all__ = ["ClipBeforeStep", "MultiModuleOptimWrapperConstructor", "StepCounter", "check_wrapper"]
+__all__ = [
+    "ClipBeforeStep", "MultiModuleOptimWrapperConstructor", "StepCounter", "attach_wrapper", "check_wrapper",
+]
 
 
 def check_wrapper(name: str, wrapper: OptimWrapper) -> None:
@@ -60,6 +62,23 @@ class StepCounter:
     def __call__(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if hasattr(self.wrapper, "_global_step"):
             self.wrapper._global_step += 1
+
+
+def attach_wrapper(name: str, wrapper: OptimWrapper) -> None:
+    """Make the learner's own ``optimizer.step()`` calls honour the wrapper ``name``.
+
+    The learner steps the torch optimisers directly, so the wrapper's gradient
+    clipping runs as a pre-step hook on its optimiser: every step of F, G (the
+    hypergradient) and T, including T's step inside a meta step, is clipped, and the
+    norm is logged as ``grad_norm_<name>``. Settings it cannot honour are refused
+    (:func:`check_wrapper`).
+    """
+    check_wrapper(name, wrapper)
+    if wrapper.clip_grad_kwargs:
+        wrapper.grad_name = f"grad_norm_{name}"
+        wrapper.optimizer.register_step_pre_hook(ClipBeforeStep(wrapper))
+    # MMEngine's wrapper keeps a step count (read for a warning only); keep it right.
+    wrapper.optimizer.register_step_post_hook(StepCounter(wrapper))
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()

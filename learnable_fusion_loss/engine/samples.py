@@ -1,13 +1,178 @@
-"""Per-sample pieces of a collated batch, for test outputs (targets, ids, file names)."""
+"""From a collated batch to the model's :class:`FusionBatch`, and back to per-sample outputs.
+
+A batch dict (``collate_paired``, or any collate function) holds the sources, their
+task views and the targets *per sample*; ``model.data_keys`` says under which keys
+(:data:`DEFAULT_DATA_KEYS`). :func:`read_batch` takes them out, hands the per-sample
+targets to the task adapter's codec (:func:`~learnable_fusion_loss.tasks.collate_for`)
+for the target of the :class:`FusionBatch`, and keeps them for the test outputs, so the
+engine never converts a target itself.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Union
 
 from torch import Tensor
 
-__all__ = ["per_sample_fields", "sample_of", "split_target"]
+from ..meta import FusionBatch
+from ..tasks.targets import collate_for, split_for
+
+__all__ = [
+    "DEFAULT_DATA_KEYS",
+    "TargetKey",
+    "check_data_keys",
+    "data_key_names",
+    "read_targets",
+    "read_batch",
+    "test_outputs",
+    "to_cpu",
+    "sample_of",
+    "per_sample_fields",
+]
+
+#: ``target``: one key (its per-sample entries), a list of keys or a ``{name: key}``
+#: dict (a dict per sample with an entry of each key).
+TargetKey = Union[str, Sequence[str], Mapping[str, str]]
+
+#: Where :func:`read_batch` finds each field of a collated batch. Detection with
+#: ``collate_paired``: ``target=dict(bboxes='gt_bboxes', labels='gt_labels')``.
+DEFAULT_DATA_KEYS: dict[str, TargetKey] = {
+    "a": "ir",
+    "b": "vi",
+    "target": "gt_sem_seg",
+    "task_a": "ir_task",
+    "task_b": "vi_task",
+}
+
+
+def check_data_keys(data_keys: Mapping[str, TargetKey] | None) -> dict[str, TargetKey]:
+    """:data:`DEFAULT_DATA_KEYS` updated by ``data_keys`` (unknown fields refused)."""
+    keys = dict(DEFAULT_DATA_KEYS)
+    if data_keys:
+        unknown = set(data_keys) - set(DEFAULT_DATA_KEYS)
+        if unknown:
+            raise ValueError(f"unknown data_keys {sorted(unknown)}; valid: {sorted(DEFAULT_DATA_KEYS)}")
+        keys.update(data_keys)
+    return keys
+
+
+def _target_columns(target_key: TargetKey) -> list[tuple[str, str]]:
+    """``(name, batch key)`` of each column of a list or dict ``target`` key."""
+    if isinstance(target_key, Mapping):
+        return [(str(name), str(key)) for name, key in target_key.items()]
+    return [(str(key), str(key)) for key in target_key]
+
+
+def data_key_names(keys: Mapping[str, TargetKey]) -> set[str]:
+    """Every batch key that ``keys`` reads (the fields a test output does not repeat)."""
+    names: set[str] = set()
+    for value in keys.values():
+        names.update([value] if isinstance(value, str) else (key for _, key in _target_columns(value)))
+    return names
+
+
+def _entries(value: Any, count: int, key: str) -> list[Any]:
+    """The ``count`` per-sample entries of a batch value (tensor rows, list items, dicts of them)."""
+    if isinstance(value, Tensor) and value.ndim > 0 and value.shape[0] == count:
+        return [value[i] for i in range(count)]
+    if isinstance(value, (list, tuple)) and len(value) == count:
+        return list(value)
+    if isinstance(value, Mapping):
+        fields = {name: _entries(v, count, f"{key}.{name}") for name, v in value.items()}
+        return [{name: entries[i] for name, entries in fields.items()} for i in range(count)]
+    shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+    raise ValueError(
+        f"batch entry {key!r} ({shape}) does not hold one target per sample ({count}); the engine "
+        "takes targets per sample (collate_paired keeps them so) and the task adapter batches them"
+    )
+
+
+def read_targets(data: Mapping[str, Any], target_key: TargetKey, count: int) -> list[Any] | None:
+    """The per-sample targets of a batch dict (None if its one ``target`` key is absent)."""
+    if isinstance(target_key, str):
+        return None if target_key not in data else _entries(data[target_key], count, target_key)
+    columns = _target_columns(target_key)
+    absent = [key for _, key in columns if key not in data]
+    if absent:
+        hint = ""
+        if {"batch_idx", "cls", "bboxes"} & set(absent):
+            hint = ("; collate_paired gives boxes per sample: "
+                    "data_keys.target=dict(bboxes='gt_bboxes', labels='gt_labels')")
+        raise KeyError(f"data batch has no target entries {absent} (has {sorted(data)}){hint}")
+    entries = {name: _entries(data[key], count, key) for name, key in columns}
+    return [{name: values[i] for name, values in entries.items()} for i in range(count)]
+
+
+def read_batch(data: Any, keys: Mapping[str, TargetKey], task: Any) -> tuple[FusionBatch, list[Any] | None]:
+    """``(FusionBatch, per-sample targets)`` of a collated (and preprocessed) batch.
+
+    The FusionBatch's target is the task's batch format of the per-sample targets
+    (``task.collate_targets``, for the size of the task images). A FusionBatch is
+    taken as it is; its per-sample targets are then ``task.split_targets`` of its target.
+    """
+    if isinstance(data, FusionBatch):
+        if data.target is None:
+            return data, None
+        return data, split_for(task, data.target, data.a.shape[0], data.task_sources[0].shape[-2:])
+    if not isinstance(data, Mapping):
+        raise TypeError(f"a data batch must be a dict or a FusionBatch, got {type(data).__name__}")
+    missing = [keys[f] for f in ("a", "b") if keys[f] not in data]
+    if missing:
+        raise KeyError(f"data batch has no {missing} (has {sorted(data)}); set model.data_keys")
+    a, b = data[keys["a"]], data[keys["b"]]
+    task_a, task_b = data.get(keys["task_a"]), data.get(keys["task_b"])
+    if task_a is None or task_b is None:
+        task_a = task_b = None
+    count = a.shape[0]
+    targets = read_targets(data, keys["target"], count)
+    target = None
+    if targets is not None:
+        target = collate_for(task, targets, (task_a if task_a is not None else a).shape[-2:])
+    return FusionBatch(a=a, b=b, target=target, task_a=task_a, task_b=task_b), targets
+
+
+def test_outputs(
+    batch: FusionBatch,
+    fused: Tensor,
+    weights: Tensor,
+    fused_task: Tensor,
+    predictions: Any,
+    targets: list[Any] | None,
+    fields: list[dict[str, Any]],
+    source_names: Sequence[str],
+) -> list[dict[str, Any]]:
+    """One dict per sample of CPU tensors: ``a``, ``b``, ``fused``, ``weights``, ``fused_task``,
+    ``source_names``, the per-sample ``fields``, ``target`` (when the batch has targets) and
+    ``pred`` (entry ``i`` of ``predictions``, when there are any)."""
+    outputs = []
+    for i in range(batch.a.shape[0]):
+        item: dict[str, Any] = {
+            "a": batch.a[i].detach().cpu(),
+            "b": batch.b[i].detach().cpu(),
+            "fused": fused[i].detach().cpu(),
+            "weights": weights[i].detach().cpu(),
+            "fused_task": fused_task[i].detach().cpu(),
+            "source_names": tuple(source_names),
+            **fields[i],
+        }
+        if targets is not None:
+            item["target"] = to_cpu(targets[i])
+        if predictions is not None:
+            item["pred"] = sample_of(predictions, i)
+        outputs.append(item)
+    return outputs
+
+
+def to_cpu(value: Any) -> Any:
+    """A tensor detached on the CPU; lists, tuples and dicts of them likewise."""
+    if isinstance(value, Tensor):
+        return value.detach().cpu()
+    if isinstance(value, Mapping):
+        return {k: to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_cpu(v) for v in value)
+    return value
 
 
 def sample_of(value: Any, i: int) -> Any:
@@ -18,34 +183,6 @@ def sample_of(value: Any, i: int) -> Any:
     if isinstance(value, Mapping):
         return {k: sample_of(v, i) for k, v in value.items()}
     return value
-
-
-def split_target(target: Any, size: int) -> list[Any] | None:
-    """Per-sample targets: tensors/lists indexed along dim 0; anything else repeated."""
-    if target is None:
-        return None
-    if isinstance(target, Tensor) and target.ndim > 0 and target.shape[0] == size:
-        return [target[i].detach().cpu() for i in range(size)]
-    if isinstance(target, (list, tuple)) and len(target) == size:
-        return [t.detach().cpu() if isinstance(t, Tensor) else t for t in target]
-    if isinstance(target, Mapping):
-        return [_target_of_sample(target, i, size) for i in range(size)]
-    return [target] * size
-
-
-def _target_of_sample(target: Mapping, i: int, size: int) -> dict[str, Any]:
-    """One sample of a dict target; ultralytics-style ``batch_idx`` rows are filtered."""
-    if "batch_idx" in target and isinstance(target["batch_idx"], Tensor):
-        rows = target["batch_idx"].view(-1) == i
-        count = int(target["batch_idx"].numel())
-        out: dict[str, Any] = {}
-        for key, value in target.items():
-            if isinstance(value, Tensor) and value.ndim > 0 and value.shape[0] == count:
-                out[key] = value[rows].detach().cpu()
-            else:
-                out[key] = sample_of(value, i) if _is_per_sample(value, size) else value
-        return out
-    return {k: (sample_of(v, i) if _is_per_sample(v, size) else v) for k, v in target.items()}
 
 
 def _is_per_sample(value: Any, size: int) -> bool:

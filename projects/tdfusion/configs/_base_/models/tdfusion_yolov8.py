@@ -5,5 +5,5 @@ model = dict(
     task=dict(type='YOLOv8Task', num_classes=num_det_classes, in_channels=1),
     data_keys=dict(
         a='ir', b='vi', task_a='ir_task', task_b='vi_task',
-        target=['batch_idx', 'cls', 'bboxes']),
+        target=dict(bboxes='gt_bboxes', labels='gt_labels')),  # per-sample pixel boxes
 )
