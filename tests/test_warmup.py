@@ -86,6 +86,9 @@ def test_runner_runs_the_warmups_first_and_resumes_inside_them(tmp_path: Path):
     assert runner.iter == 5 + 2 * (2 + 3) and runner.epoch == 2
     text = next((tmp_path / "full").glob("*/*.log")).read_text()
     assert text.index("fusion_warmup") < text.index("task_warmup") < text.index("meta phase")
+    # Warm-up lines count the 5 warm-up iterations, not as iterations of an epoch (also of 5).
+    assert "Warm-up(train) [fusion_warmup][1/5]" in text and "Warm-up(train) [task_warmup][5/5]" in text
+    assert text.count("Epoch(train) [1][1/5]") == 1 and "Epoch(train) [2][5/5]" in text
     logs = [json.loads(line) for line in
             next((tmp_path / "full").glob("*/vis_data/scalars.json")).read_text().splitlines()]
     assert [r["w_ir"] for r in logs[:3]] == [0.5, 0.5, 0.5]  # F's warm-up: fixed weights

@@ -3,7 +3,7 @@
 One module per idea: ``model`` (:class:`MetaFusionModel`), ``parts`` (building its
 task adapter), ``samples`` (batch dicts → FusionBatch and per-sample outputs; targets
 stay per sample, the task adapter batches them), ``iteration`` (what the loop hands
-the model), ``loops`` (the epoch plan and the loop), ``optim``, ``parallel``,
+the model), ``plan`` (the epoch plan), ``loops`` (the loop), ``optim``, ``parallel``,
 ``hooks``, ``evaluation`` and ``config``.
 
 Importing this package registers (scope ``lfl``): the model ``MetaFusionModel``,
@@ -33,8 +33,9 @@ from .hooks import (
     fusion_panel,
 )
 from .iteration import PHASES, IterationData
-from .loops import SCHEDULES, EpochPlan, IterationPlan, MetaFusionTrainLoop, SeededSamples
+from .loops import MetaFusionTrainLoop, WarmupLogProcessor
 from .model import MetaFusionModel
+from .plan import SCHEDULES, EpochPlan, IterationPlan, SeededSamples
 from .samples import DEFAULT_DATA_KEYS
 from .optim import MultiModuleOptimWrapperConstructor
 from .parallel import GradientAveragingWrapper
@@ -51,6 +52,7 @@ __all__ = [
     "PHASES",
     "IterationData",
     "MetaFusionTrainLoop",
+    "WarmupLogProcessor",
     "EpochPlan",
     "IterationPlan",
     "SeededSamples",
