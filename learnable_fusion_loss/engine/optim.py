@@ -52,15 +52,23 @@ class ClipBeforeStep:
 class StepCounter:
     """Optimiser post-step hook: count the step in the wrapper's ``_global_step``.
 
-    MMEngine's parameter schedulers do not read it (they step per iteration or epoch);
-    the wrapper uses it only to warn about accumulation at the end of an epoch.
+    MMEngine's parameter schedulers set ``wrapper._global_step = -1`` and wrap
+    ``wrapper.step`` to count its calls; their first ``step()`` warns ("Detected call
+    of `scheduler.step()` before `optimizer.step()`") while the count is below 0. The
+    learner steps ``wrapper.optimizer`` itself, so without this hook every run with
+    a scheduler warns. MMEngine (0.10.7) has no public counter to use instead: the
+    public ``inner_count`` counts ``backward()`` calls (for gradient accumulation,
+    refused here), and ``update_params`` / ``step`` would take the step themselves,
+    whereas the learner's steps come from its own gradients (the hypergradient, a
+    skipped non-finite step) and ``meta`` knows nothing of MMEngine wrappers. The
+    count changes nothing else (the schedulers step per iteration or epoch).
     """
 
     def __init__(self, wrapper: OptimWrapper) -> None:
         self.wrapper = wrapper
 
     def __call__(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        if hasattr(self.wrapper, "_global_step"):
+        if hasattr(self.wrapper, "_global_step"):  # only once a parameter scheduler set it
             self.wrapper._global_step += 1
 
 
@@ -77,7 +85,7 @@ def attach_wrapper(name: str, wrapper: OptimWrapper) -> None:
     if wrapper.clip_grad_kwargs:
         wrapper.grad_name = f"grad_norm_{name}"
         wrapper.optimizer.register_step_pre_hook(ClipBeforeStep(wrapper))
-    # MMEngine's wrapper keeps a step count (read for a warning only); keep it right.
+    # A parameter scheduler's step count, read for a warning only (see StepCounter).
     wrapper.optimizer.register_step_post_hook(StepCounter(wrapper))
 
 
