@@ -5,7 +5,7 @@ method's fused training images and testing it on that method's fused test images
 This module does that for detection on ``msrs_det``, at CPU scale:
 
 * :func:`load_det_split` reads a split at the detector's resolution (the pair
-  resized, boxes moved into that frame, YOLO-normalised);
+  resized, boxes moved into that frame, YOLO-normalised by the detector's codec);
 * :func:`fuse_split` applies any fusion rule or network to it;
 * :func:`train_detector` trains a fresh, seeded YOLOv8n for a fixed number of
   steps (the same budget for every row) with horizontal-flip augmentation;
@@ -26,7 +26,7 @@ from torch import Tensor
 
 from learnable_fusion_loss.datasets import YoloPairedDetDataset
 from learnable_fusion_loss.datasets.transforms import TaskView
-from learnable_fusion_loss.tasks.yolov8 import YOLOv8Task
+from learnable_fusion_loss.tasks.yolov8 import YOLOv8Task, ultralytics_targets
 
 __all__ = ["DetSplit", "load_det_split", "fuse_split", "train_detector", "evaluate_detector",
            "day_night_groups"]
@@ -51,18 +51,14 @@ def load_det_split(root: str | Path, split: str, size: Sequence[int]) -> DetSpli
     """Every pair of ``split`` resized to ``size`` = ``(H, W)``, boxes in that frame."""
     dataset = YoloPairedDetDataset(root=str(root), split=split, pipeline=[TaskView(size)])
     ids, irs, vis, targets = [], [], [], []
-    h, w = (int(s) for s in size)
+    frame = tuple(int(s) for s in size)
     for sample in (dataset[i] for i in range(len(dataset))):
         ids.append(sample["img_id"])
         irs.append(sample["ir_task"])
         vis.append(sample["vi_task"])
-        boxes, labels = sample["bboxes"].float(), sample["labels"].float()
-        cx = (boxes[:, 0] + boxes[:, 2]) / 2 / w
-        cy = (boxes[:, 1] + boxes[:, 3]) / 2 / h
-        bw = (boxes[:, 2] - boxes[:, 0]) / w
-        bh = (boxes[:, 3] - boxes[:, 1]) / h
-        boxes = torch.stack([cx, cy, bw, bh], dim=1).clamp(0, 1)
-        targets.append(torch.cat([labels[:, None], boxes], dim=1).reshape(-1, 5))
+        # The detector's own codec normalises the pixel boxes (one image: batch_idx all 0).
+        rows = ultralytics_targets([{"bboxes": sample["bboxes"], "labels": sample["labels"]}], frame)
+        targets.append(torch.cat([rows["cls"], rows["bboxes"].clamp(0, 1)], dim=1).reshape(-1, 5))
     return DetSplit(ids=ids, ir=torch.stack(irs), vi=torch.stack(vis), targets=targets)
 
 
