@@ -85,7 +85,7 @@ class MetaFusionModel(BaseModel):
     Args:
         fusion_net: F (config or module), ``(a, b) -> fused`` on ``[B, 1, H, W]``.
         loss: the learnable loss (config or module), e.g.
-            ``dict(type='LearnableFusionLoss', generator=dict(type='TDFusionLPN'), alpha=1)``.
+            ``dict(type='LearnableFusionLoss', generator=dict(type='ConvWeightGenerator'), alpha=1)``.
         task: the task adapter (config or object) following
             :class:`~learnable_fusion_loss.tasks.TaskAdapter`; its network must be an
             ``nn.Module`` (the adapter itself or its ``.net``) and, when the optimiser

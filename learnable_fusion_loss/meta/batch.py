@@ -16,10 +16,10 @@ class FusionBatch:
 
     Attributes:
         a: source A (e.g. infrared), ``[B, 1, H, W]`` in [0, 1]; the view the
-            fusion loss sees (TDFusion: a random 256×256 crop).
+            fusion loss sees (e.g. a random 256×256 crop).
         b: source B (e.g. visible luminance), same shape as ``a``.
         target: whatever the task's ``loss`` expects (masks, boxes, ...).
-        task_a: the view of A the task sees (TDFusion: the whole image resized);
+        task_a: the view of A the task sees (e.g. the whole image resized);
             defaults to ``a``.
         task_b: the view of B the task sees; defaults to ``b``.
     """

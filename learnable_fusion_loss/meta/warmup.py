@@ -59,7 +59,7 @@ def task_warmup_step(
     A task net trained from scratch gives a task loss that is noise for its first
     hundreds of steps; a hypergradient taken through it is noise too. Training T
     first, on inputs it will later see, gives the meta step a task with a voice
-    (TDFusion's authors suggest a pre-trained task net; HaowenBai/TDFusion issue #6).
+    (a pre-trained task net is the other way to get one).
 
     >>> import torch
     >>> from learnable_fusion_loss.meta import FusionBatch
