@@ -8,7 +8,8 @@ step, T', hypergradient, outer step, fusion step) lives there; this module only
 * binds the learner to the optimisers of MMEngine's :class:`OptimWrapperDict`
   (``fusion`` → F, ``generator`` → G, ``task`` → T), so that checkpoints and
   parameter schedulers cover every optimiser,
-* turns collated data batches into :class:`~learnable_fusion_loss.meta.FusionBatch`,
+* turns collated data batches into :class:`~learnable_fusion_loss.meta.FusionBatch`
+  (:mod:`.samples`: the targets stay per sample; the task adapter batches them),
 * returns log variables with readable names (``w_ir``/``w_vis`` …) and
 * produces per-sample test outputs (fused image, weight maps, task prediction).
 
@@ -245,6 +246,8 @@ class MetaFusionModel(BaseModel):
         Its target is the task adapter's batch format of the batch's per-sample
         targets (:func:`~learnable_fusion_loss.engine.samples.read_batch`).
         """
+        if isinstance(data, FusionBatch):
+            return data
         return read_batch(data, self.data_keys, self.task)[0]
 
     def preprocess(self, data: Any, training: bool) -> FusionBatch:
