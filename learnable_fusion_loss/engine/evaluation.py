@@ -101,7 +101,7 @@ class TaskMetric(BaseMetric):
         if self.task is None:
             raise RuntimeError(
                 "TaskMetric is not bound to a task adapter: add dict(type='TaskMetricHook') to "
-                "custom_hooks (the tdfusion base runtime config does)"
+                "custom_hooks (a project's base runtime config can list it once)"
             )
         if not results:
             raise ValueError("TaskMetric got no samples")

@@ -86,7 +86,7 @@ class MetaLossLearner(FusionPhase):
             with ``inner_backend``; ``"forward"`` computes the same hypergradient
             without a second-order graph of F (see :meth:`hypergradient`): about half
             the peak memory of a meta step, in about the same time on CPU (its JVP of
-            F costs about three no-grad forwards; ReFusion's blocks stream it in bands).
+            F costs about three no-grad forwards; the Restormer blocks of nn/ stream it in bands).
             Needs an F whose operations support forward-mode AD and that is
             deterministic (no dropout), since F runs twice on the meta-train pair.
         keep_task_optimizer_state: after the meta step, T's weights and buffers are
