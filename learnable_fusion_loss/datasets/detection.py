@@ -3,8 +3,9 @@
 Items carry ``bboxes`` ``[N, 4]`` float32 ``x1, y1, x2, y2`` in pixels of the
 stored images, ``labels`` ``[N]`` int64 and ``target_shape`` ``(H, W)``. An
 empty label file (or an xml without ``<object>``) is a valid image with no
-objects (``N == 0``). Use :func:`~.collate.collate_paired` to batch them into the
-ultralytics format (``batch_idx``, ``cls``, normalised ``cxcywh`` ``bboxes``).
+objects (``N == 0``). :func:`~.collate.collate_paired` batches them with the boxes
+kept per sample; a task adapter's codec converts them to its own format (e.g.
+``YOLOv8Task.collate_targets``: ultralytics' ``batch_idx``, ``cls``, ``bboxes``).
 
 Layouts:
 
