@@ -305,9 +305,9 @@ def test_predict_outputs_per_sample():
     outputs = model.test_step(data)
     assert len(outputs) == 2
     first = outputs[0]
-    assert first["fused"].shape == (1, 16, 16) and first["weights"].shape == (2, 16, 16)
+    assert first["fused"].shape == (1, 16, 16) and first["weight_maps"].shape == (2, 16, 16)
     assert first["img_id"] == "x" and first["target"].shape == (16, 16)
-    assert torch.allclose(first["weights"].sum(0), torch.ones(16, 16), atol=1e-5)
+    assert torch.allclose(first["weight_maps"].sum(0), torch.ones(16, 16), atol=1e-5)
 
 
 # ---------------------------------------------------------- runner + hooks

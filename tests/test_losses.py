@@ -115,12 +115,12 @@ def test_learnable_fusion_loss_returns_terms_and_weights():
     a, b, f = (torch.rand(1, 1, 8, 8) for _ in range(3))
     out = loss(f, a, b)
     assert set(out.terms) == {"loss", "loss_int", "loss_grad"}
-    assert out.params.shape == (1, 2, 8, 8)
+    assert out.loss_params.shape == (1, 2, 8, 8)
     torch.testing.assert_close(out.loss, out.terms["loss_int"] + out.terms["loss_grad"])
     out.loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in loss.generator.parameters())
     frozen = loss(f, a, b, detach_params=True)
-    assert not frozen.params.requires_grad
+    assert not frozen.loss_params.requires_grad
 
 
 @pytest.mark.parametrize(

@@ -236,8 +236,8 @@ def fusion_panel(
     a: Tensor,
     b: Tensor,
     fused: Tensor,
-    weights: Tensor,
-    names: Sequence[str] = ("ir", "vis"),
+    weight_maps: Tensor,
+    names: Sequence[str] = ("a", "b"),
     gap: int = 4,
     min_tile_width: int = 128,
 ) -> np.ndarray:
@@ -245,21 +245,21 @@ def fusion_panel(
 
     Args:
         a, b, fused: ``[B, 1, H, W]`` in [0, 1].
-        weights: ``[B, 2, H, W]`` weight maps (shown with the viridis colour map,
+        weight_maps: ``[B, 2, H, W]`` weight maps (shown with the viridis colour map,
             0 → dark blue, 1 → yellow).
         names: source names for the header.
         gap: white pixels between tiles.
         min_tile_width: tiles narrower than this are enlarged by an integer factor
             (nearest neighbour), so tiny training crops stay readable.
     """
-    if a.ndim != 4 or weights.ndim != 4 or weights.shape[1] != 2:
-        raise ValueError(f"need [B,1,H,W] images and [B,2,H,W] weights, got {tuple(a.shape)}, {tuple(weights.shape)}")
+    if a.ndim != 4 or weight_maps.ndim != 4 or weight_maps.shape[1] != 2:
+        raise ValueError(f"need [B,1,H,W] images and [B,2,H,W] weight_maps, got {tuple(a.shape)}, {tuple(weight_maps.shape)}")
     titles = [names[0], names[1], "fused", f"w_{names[0]}", f"w_{names[1]}"]
     scale = max(1, -(-min_tile_width // a.shape[-1]))
     rows = []
     for i in range(a.shape[0]):
         tiles = [_grey_rgb(a[i]), _grey_rgb(b[i]), _grey_rgb(fused[i]),
-                 _weight_rgb(weights[i, 0]), _weight_rgb(weights[i, 1])]
+                 _weight_rgb(weight_maps[i, 0]), _weight_rgb(weight_maps[i, 1])]
         if scale > 1:
             tiles = [np.repeat(np.repeat(t, scale, axis=0), scale, axis=1) for t in tiles]
         height = tiles[0].shape[0]
@@ -353,10 +353,10 @@ class FusionVisualizationHook(Hook):
         was_training = model.training
         model.eval()  # no BatchNorm statistics may change because of a picture
         try:
-            fused, weights = model.fuse(a, b)
+            fused, weight_maps = model.fuse(a, b)
         finally:
             model.train(was_training)
-        panel = fusion_panel(a, b, fused, weights, names=model.source_names)
+        panel = fusion_panel(a, b, fused, weight_maps, names=model.source_names)
         step = runner.iter + 1
         path = Path(runner.work_dir) / self.out_dir / f"iter_{step:06d}.png"
         _write_png(path, panel)
@@ -376,4 +376,4 @@ class FusionVisualizationHook(Hook):
             _write_png(root / "fused" / f"{name}.png", _to_uint8(output["fused"]))
             names = output.get("source_names", ("a", "b"))
             for k, source in enumerate(names):
-                _write_png(root / "weights" / f"{name}_w_{source}.png", _to_uint8(output["weights"][k]))
+                _write_png(root / "weights" / f"{name}_w_{source}.png", _to_uint8(output["weight_maps"][k]))

@@ -297,20 +297,20 @@ class MetaFusionModel(BaseModel):
         """Per-sample outputs: sources, fused image, weight maps and task prediction.
 
         Each dict holds CPU tensors ``a``, ``b``, ``fused`` (``[1, H, W]``),
-        ``weights`` (``[2, H, W]``), ``fused_task`` (the fused task view), and, when
+        ``weight_maps`` (``[2, H, W]``), ``fused_task`` (the fused task view), and, when
         the adapter has ``predict``, ``pred`` (its per-sample prediction), plus
         ``target`` and every non-tensor per-sample field of the batch (e.g. ``id``).
         """
         raw = self.data_preprocessor(data, False)
         batch, targets = read_batch(raw, self.data_keys, self.task)
-        fused, weights = self.fuse(batch.a, batch.b)
+        fused, weight_maps = self.fuse(batch.a, batch.b)
         if batch.task_a is not None:
             fused_task = self.fusion_net(*batch.task_sources)
         else:
             fused_task = fused
         predictions = self.task.predict(fused_task) if hasattr(self.task, "predict") else None
         meta = per_sample_fields(raw, batch.a.shape[0], exclude=data_key_names(self.data_keys))
-        return test_outputs(batch, fused, weights, fused_task, predictions, targets, meta, self.source_names)
+        return test_outputs(batch, fused, weight_maps, fused_task, predictions, targets, meta, self.source_names)
 
     def val_step(self, data: Any) -> list[dict[str, Any]]:
         return self.predict(data)
@@ -322,7 +322,7 @@ class MetaFusionModel(BaseModel):
         """MMEngine entry point; ``mode='predict'`` gives :meth:`predict`'s outputs.
 
         Training goes through :meth:`train_step` (it needs the optimisers); here
-        ``mode='tensor'`` returns ``(fused, weights)`` for a batch dict or FusionBatch.
+        ``mode='tensor'`` returns ``(fused, weight_maps)`` for a batch dict or FusionBatch.
         """
         if mode == "loss":
             raise RuntimeError("MetaFusionModel trains through train_step(data, optim_wrapper)")

@@ -135,14 +135,14 @@ def read_batch(data: Any, keys: Mapping[str, TargetKey], task: Any) -> tuple[Fus
 def test_outputs(
     batch: FusionBatch,
     fused: Tensor,
-    weights: Tensor,
+    weight_maps: Tensor,
     fused_task: Tensor,
     predictions: Any,
     targets: list[Any] | None,
     fields: list[dict[str, Any]],
     source_names: Sequence[str],
 ) -> list[dict[str, Any]]:
-    """One dict per sample of CPU tensors: ``a``, ``b``, ``fused``, ``weights``, ``fused_task``,
+    """One dict per sample of CPU tensors: ``a``, ``b``, ``fused``, ``weight_maps``, ``fused_task``,
     ``source_names``, the per-sample ``fields``, ``target`` (when the batch has targets) and
     ``pred`` (entry ``i`` of ``predictions``, when there are any)."""
     outputs = []
@@ -151,7 +151,7 @@ def test_outputs(
             "a": batch.a[i].detach().cpu(),
             "b": batch.b[i].detach().cpu(),
             "fused": fused[i].detach().cpu(),
-            "weights": weights[i].detach().cpu(),
+            "weight_maps": weight_maps[i].detach().cpu(),
             "fused_task": fused_task[i].detach().cpu(),
             "source_names": tuple(source_names),
             **fields[i],

@@ -12,7 +12,7 @@ from .._checks import check_image, check_same_shape
 from ..registry import MODELS, build_module
 from .terms import Form, Padding, check_form, check_padding, fusion_loss
 
-#: ``criterion(output, inputs, params) -> {"loss": scalar, <term>: scalar, ...}``
+#: ``criterion(output, inputs, loss_params) -> {"loss": scalar, <term>: scalar, ...}``
 Criterion = Callable[[Tensor, tuple[Tensor, ...], Tensor], dict[str, Tensor]]
 
 
@@ -23,13 +23,13 @@ class LossOutput:
     Attributes:
         loss: the scalar to minimise.
         terms: every named term (``"loss"`` included), for logging.
-        params: the generated loss parameters (for fusion: the ``[B, K, H, W]``
+        loss_params: the generated loss parameters (for fusion: the ``[B, K, H, W]``
             weight maps), to log and visualise.
     """
 
     loss: Tensor
     terms: dict[str, Tensor] = field(default_factory=dict)
-    params: Tensor | None = None
+    loss_params: Tensor | None = None
 
 
 class LearnableLoss(nn.Module):
@@ -41,7 +41,7 @@ class LearnableLoss(nn.Module):
     Args:
         generator: G, an ``nn.Module`` (or a registry config) mapping the inputs
             to the loss parameters.
-        criterion: ``criterion(output, inputs, params)`` returning a dict of
+        criterion: ``criterion(output, inputs, loss_params)`` returning a dict of
             scalar terms with the total under ``"loss"``.
     """
 
@@ -58,7 +58,7 @@ class LearnableLoss(nn.Module):
         self,
         output: Tensor,
         *inputs: Tensor,
-        params: Tensor | None = None,
+        loss_params: Tensor | None = None,
         detach_params: bool = False,
     ) -> LossOutput:
         """Evaluate the loss.
@@ -66,21 +66,21 @@ class LearnableLoss(nn.Module):
         Args:
             output: the model output being judged.
             *inputs: the inputs G sees (and the criterion compares against).
-            params: precomputed loss parameters; G is not run when given.
+            loss_params: precomputed loss parameters; G is not run when given.
             detach_params: compute G without a graph (G frozen: the fusion phase).
         """
-        if params is None:
+        if loss_params is None:
             if detach_params:
                 with torch.no_grad():
-                    params = self.generate(*inputs)
+                    loss_params = self.generate(*inputs)
             else:
-                params = self.generate(*inputs)
+                loss_params = self.generate(*inputs)
         elif detach_params:
-            params = params.detach()
-        terms = self.criterion(output, inputs, params)
+            loss_params = loss_params.detach()
+        terms = self.criterion(output, inputs, loss_params)
         if "loss" not in terms:
             raise KeyError("criterion must return the total under the key 'loss'")
-        return LossOutput(loss=terms["loss"], terms=terms, params=params)
+        return LossOutput(loss=terms["loss"], terms=terms, loss_params=loss_params)
 
 
 @MODELS.register_module()
@@ -146,7 +146,7 @@ class LearnableFusionLoss(LearnableLoss):
         fused: Tensor,
         a: Tensor,
         b: Tensor,
-        params: Tensor | None = None,
+        loss_params: Tensor | None = None,
         detach_params: bool = False,
     ) -> LossOutput:
         """Loss of ``fused`` against sources ``a`` and ``b`` (each ``[B, 1, H, W]``)."""
@@ -154,7 +154,7 @@ class LearnableFusionLoss(LearnableLoss):
         check_image("a", a)
         check_image("b", b)
         check_same_shape(fused=fused, a=a, b=b)
-        return super().forward(fused, a, b, params=params, detach_params=detach_params)
+        return super().forward(fused, a, b, loss_params=loss_params, detach_params=detach_params)
 
     def extra_repr(self) -> str:
         return (

@@ -68,10 +68,10 @@ class FusionPhase:
         self.fusion_net.train()
         if not self.fusion_params:  # nothing to step (ablation V with G's weights): T only
             with torch.no_grad():
-                output = self.loss(self.fusion_net(batch.a, batch.b), batch.a, batch.b, params=loss_params)
+                output = self.loss(self.fusion_net(batch.a, batch.b), batch.a, batch.b, loss_params=loss_params)
             stats = {f"{k}": float(v) for k, v in output.terms.items()}
             stats["loss_fusion"] = stats.pop("loss")
-            stats.update(weight_means(output.params))
+            stats.update(weight_means(output.loss_params))
             return stats
         # A skipped step leaves F's BatchNorm statistics as they were, too.
         with buffers_kept_unless(self.fusion_net) as applied:
@@ -86,11 +86,11 @@ class FusionPhase:
         what = "fusion loss or gradient"
         try:
             fused = self.fusion_net(batch.a, batch.b)
-            output = self.loss(fused, batch.a, batch.b, params=loss_params, detach_params=True)
+            output = self.loss(fused, batch.a, batch.b, loss_params=loss_params, detach_params=True)
             total = output.loss
             stats.update({f"{k}": float(v.detach()) for k, v in output.terms.items()})
             stats["loss_fusion"] = stats.pop("loss")
-            stats.update(weight_means(output.params))
+            stats.update(weight_means(output.loss_params))
             if self.fusion_task_weight > 0:
                 loss_task_f = self.task.loss(self.fusion_net(*batch.task_sources), batch.target)
                 total = total + self.fusion_task_weight * loss_task_f

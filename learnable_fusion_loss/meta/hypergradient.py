@@ -42,13 +42,13 @@ def zeros_where_none(grads: Sequence[Tensor | None], like: Iterable[Tensor]) -> 
     return [torch.zeros_like(t) if g is None else g for t, g in zip(like, grads, strict=True)]
 
 
-def weight_means(params: Tensor | None) -> dict[str, float]:
+def weight_means(weight_maps: Tensor | None) -> dict[str, float]:
     """Mean generated weight per source of ``[B, S, H, W]`` weight maps (``{}`` for others).
 
     >>> weight_means(torch.stack([torch.full((1, 2, 2), 0.25), torch.full((1, 2, 2), 0.75)], 1))
     {'weight_0': 0.25, 'weight_1': 0.75}
     """
-    if params is None or params.ndim != 4:
+    if weight_maps is None or weight_maps.ndim != 4:
         return {}
-    means = params.detach().mean(dim=(0, 2, 3))
+    means = weight_maps.detach().mean(dim=(0, 2, 3))
     return {f"weight_{i}": float(m) for i, m in enumerate(means)}

@@ -268,7 +268,7 @@ class MetaLossLearner(FusionPhase):
         with self._task_prime(meta_train):
             # 1. g = ∇_θ L_f, first order.
             fused = net(meta_train.a, meta_train.b)
-            inner_value = self.loss(fused, meta_train.a, meta_train.b, params=loss_params.detach()).loss
+            inner_value = self.loss(fused, meta_train.a, meta_train.b, loss_params=loss_params.detach()).loss
             grads = torch.autograd.grad(inner_value, list(named.values()), allow_unused=True)
             del fused, inner_value
             # 2. θ' = U(θ, g), kept differentiable in g only (elementwise, cheap).
@@ -295,7 +295,7 @@ class MetaLossLearner(FusionPhase):
             del duals, w
         # 6. ∂/∂φ ⟨∇_I ℓ(I; φ), u⟩ with I fixed: a double backward through ℓ and G only.
         image = fused.requires_grad_()
-        inner = self.loss(image, meta_train.a, meta_train.b, params=loss_params)
+        inner = self.loss(image, meta_train.a, meta_train.b, loss_params=loss_params)
         (grad_image,) = torch.autograd.grad(inner.loss, image, create_graph=True)
         grads = self._generator_grads((grad_image * u).sum())
         return Hypergradient(grads=grads, loss_task=loss_task.detach(), inner=inner)
@@ -328,7 +328,7 @@ class MetaLossLearner(FusionPhase):
             "loss_fusion_meta": float(hyper.inner.loss.detach()),
             "hypergrad_norm": hyper.norm,
             "inner_lr": self.current_inner_lr(),
-            **weight_means(hyper.inner.params),
+            **weight_means(hyper.inner.loss_params),
         }
         finite = hyper.finite and math.isfinite(stats["loss_task_meta"])
         stats.update(self.guard.record("meta", finite, "hypergradient or meta-test task loss"))
