@@ -84,7 +84,7 @@ def worker(backend: str, step: str, repeats: int, task_kind: str, checkpoint: bo
         loss,
         _task(task_kind),
         fusion_optimizer=torch.optim.Adam(fusion.parameters(), lr=1e-4),
-        inner_backend="torch.func" if backend == FORWARD else backend,
+        inner_backend=None if backend == FORWARD else backend,  # forward mode takes no backend
         hypergradient="forward" if backend == FORWARD else "unrolled",
     )
     run = (lambda: learner.meta_step(batch, batch)) if step == "meta" else (lambda: learner.fusion_step(batch))
