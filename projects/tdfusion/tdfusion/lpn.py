@@ -17,7 +17,7 @@ from learnable_fusion_loss.nn import (
 )
 from learnable_fusion_loss.registry import MODELS
 
-from .refusion import check_source_pair, dual_stem
+from .refusion import check_source_pair, dual_stem, restormer_config
 
 __all__ = ["TDFusionLPN"]
 
@@ -69,15 +69,8 @@ class TDFusionLPN(nn.Module):
     ) -> None:
         super().__init__()
         head_count = int(heads) if isinstance(heads, int) else int(list(heads)[0])
-        if dim < 1 or num_blocks < 0 or head_count < 1 or dim % head_count:
-            raise ValueError(
-                f"need dim >= 1, num_blocks >= 0, heads dividing dim; got {dim=}, {num_blocks=}, "
-                f"{heads=}"
-            )
-        self.config = dict(
-            dim=dim, num_blocks=num_blocks, heads=head_count,
-            ffn_expansion_factor=ffn_expansion_factor, bias=bias,
-        )
+        self.config = restormer_config(
+            dim, num_blocks, head_count, ffn_expansion_factor, bias, shown_heads=heads)
         self.patch_embed1 = nn.Conv2d(1, dim, 3, padding=1, bias=bias)
         self.patch_embed2 = nn.Conv2d(1, dim, 3, padding=1, bias=bias)
         self.encoder1 = nn.ModuleList(

@@ -22,7 +22,31 @@ from learnable_fusion_loss.nn import (
 from learnable_fusion_loss.nn.ops import conv1x1_matrix
 from learnable_fusion_loss.registry import MODELS
 
-__all__ = ["AttentionFusionModule", "ReFusionNet", "check_source_pair", "dual_stem"]
+__all__ = ["AttentionFusionModule", "ReFusionNet", "check_source_pair", "dual_stem", "restormer_config"]
+
+
+def restormer_config(
+    dim: int, num_blocks: int, heads: int, ffn_expansion_factor: float, bias: bool, shown_heads: object = None
+) -> dict:
+    """The checked size arguments of a Restormer-block network (F and G share them).
+
+    ``shown_heads`` is what the caller was given for ``heads`` (for the error message).
+
+    >>> restormer_config(16, 2, 8, 2.0, False)["heads"]
+    8
+    >>> restormer_config(16, 2, 5, 2.0, False)
+    Traceback (most recent call last):
+        ...
+    ValueError: need dim >= 1, num_blocks >= 0, heads dividing dim; got dim=16, num_blocks=2, heads=5
+    """
+    if dim < 1 or num_blocks < 0 or heads < 1 or dim % heads:
+        heads_given = heads if shown_heads is None else shown_heads
+        raise ValueError(
+            "need dim >= 1, num_blocks >= 0, heads dividing dim; "
+            f"got {dim=}, {num_blocks=}, heads={heads_given!r}"
+        )
+    return dict(dim=dim, num_blocks=num_blocks, heads=heads,
+                ffn_expansion_factor=ffn_expansion_factor, bias=bias)
 
 
 def check_source_pair(a: Tensor, b: Tensor) -> None:
@@ -215,15 +239,7 @@ class ReFusionNet(nn.Module):
         checkpoint_activations: bool = False,
     ) -> None:
         super().__init__()
-        if dim < 1 or num_blocks < 0 or heads < 1 or dim % heads:
-            raise ValueError(
-                "need dim >= 1, num_blocks >= 0, heads dividing dim; "
-                f"got {dim=}, {num_blocks=}, {heads=}"
-            )
-        self.config = dict(
-            dim=dim, num_blocks=num_blocks, heads=heads,
-            ffn_expansion_factor=ffn_expansion_factor, bias=bias,
-        )
+        self.config = restormer_config(dim, num_blocks, heads, ffn_expansion_factor, bias)
         self.project_in_1 = nn.Conv2d(1, dim, 3, padding=1, bias=bias)
         self.project_in_2 = nn.Conv2d(1, dim, 3, padding=1, bias=bias)
         self.encoder1 = nn.ModuleList(
