@@ -283,8 +283,9 @@ def test_boxes_survive_resize_and_crop_round_trips() -> None:
     assert partial[1].tolist() == pytest.approx([200.2, 5.0, 300.0, 300.0])
 
 
-def test_crop_then_taskview_targets_follow_frame() -> None:
-    sample = {
+def _box_sample() -> dict:
+    """A 48x64 pair with one box in the image frame (no task view yet)."""
+    return {
         "ir": torch.rand(1, 48, 64),
         "vi": torch.rand(1, 48, 64),
         "bboxes": torch.tensor([[8.0, 8.0, 24.0, 40.0]]),
@@ -292,6 +293,10 @@ def test_crop_then_taskview_targets_follow_frame() -> None:
         "target_shape": (48, 64),
         "img_id": "x",
     }
+
+
+def test_crop_then_taskview_targets_follow_frame() -> None:
+    sample = _box_sample()
     cropped = PairedCenterCrop((32, 32))(sample)  # no task view: targets are cropped too
     assert cropped["crop_box"] == (16, 8, 48, 40)
     assert cropped["bboxes"].tolist() == [[0.0, 0.0, 8.0, 32.0]] and cropped["target_shape"] == (
@@ -316,14 +321,7 @@ def test_crop_then_taskview_targets_follow_frame() -> None:
 
 
 def test_taskview_marks_the_target_frame_and_crops_read_it() -> None:
-    sample = {
-        "ir": torch.rand(1, 48, 64),
-        "vi": torch.rand(1, 48, 64),
-        "bboxes": torch.tensor([[8.0, 8.0, 24.0, 40.0]]),
-        "labels": torch.tensor([1]),
-        "target_shape": (48, 64),
-        "img_id": "x",
-    }
+    sample = _box_sample()
     assert "target_frame" not in sample
     viewed = TaskView((24, 32))(sample)
     assert viewed["target_frame"] == "task"
