@@ -16,7 +16,7 @@ from typing import Any, Union
 from torch import Tensor
 
 from ..meta import FusionBatch
-from ..tasks.targets import collate_for, split_for
+from ..tasks.targets import collate_for, split_batch_target, split_for
 
 __all__ = [
     "DEFAULT_DATA_KEYS",
@@ -72,26 +72,10 @@ def data_key_names(keys: Mapping[str, TargetKey]) -> set[str]:
     return names
 
 
-def _entries(value: Any, count: int, key: str) -> list[Any]:
-    """The ``count`` per-sample entries of a batch value (tensor rows, list items, dicts of them)."""
-    if isinstance(value, Tensor) and value.ndim > 0 and value.shape[0] == count:
-        return [value[i] for i in range(count)]
-    if isinstance(value, (list, tuple)) and len(value) == count:
-        return list(value)
-    if isinstance(value, Mapping):
-        fields = {name: _entries(v, count, f"{key}.{name}") for name, v in value.items()}
-        return [{name: entries[i] for name, entries in fields.items()} for i in range(count)]
-    shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-    raise ValueError(
-        f"batch entry {key!r} ({shape}) does not hold one target per sample ({count}); the engine "
-        "takes targets per sample (collate_paired keeps them so) and the task adapter batches them"
-    )
-
-
 def read_targets(data: Mapping[str, Any], target_key: TargetKey, count: int) -> list[Any] | None:
     """The per-sample targets of a batch dict (None if its one ``target`` key is absent)."""
     if isinstance(target_key, str):
-        return None if target_key not in data else _entries(data[target_key], count, target_key)
+        return None if target_key not in data else split_batch_target(data[target_key], count, target_key)
     columns = _target_columns(target_key)
     absent = [key for _, key in columns if key not in data]
     if absent:
@@ -100,7 +84,7 @@ def read_targets(data: Mapping[str, Any], target_key: TargetKey, count: int) -> 
             hint = ("; collate_paired gives boxes per sample: "
                     "data_keys.target=dict(bboxes='gt_bboxes', labels='gt_labels')")
         raise KeyError(f"data batch has no target entries {absent} (has {sorted(data)}){hint}")
-    entries = {name: _entries(data[key], count, key) for name, key in columns}
+    entries = {name: split_batch_target(data[key], count, key) for name, key in columns}
     return [{name: values[i] for name, values in entries.items()} for i in range(count)]
 
 

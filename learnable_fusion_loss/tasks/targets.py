@@ -58,24 +58,37 @@ def stack_targets(targets: Sequence[Any]) -> Any:
     return list(targets)
 
 
-def split_batch_target(target: Any, count: int) -> list[Any]:
+def split_batch_target(target: Any, count: int, key: str | None = None) -> list[Any]:
     """Entry ``i`` of a batch target, for ``i < count``: the inverse of :func:`stack_targets`.
 
     Tensors and lists are indexed along their first axis, dicts field by field;
-    a value that is not per sample (a scalar, a string) is repeated.
+    a value that is not per sample (a scalar, a string) is repeated, or, when
+    ``key`` names the batch entry, refused with a ``ValueError`` naming it (and
+    the field, ``key.field``).
 
     >>> [t.tolist() for t in split_batch_target(torch.tensor([[1, 2], [3, 4]]), 2)]
     [[1, 2], [3, 4]]
     >>> split_batch_target({"id": ["a", "b"], "scale": 2.0}, 2)
     [{'id': 'a', 'scale': 2.0}, {'id': 'b', 'scale': 2.0}]
+    >>> split_batch_target({"id": ["a", "b"], "scale": 2.0}, 2, key="meta")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+        ...
+    ValueError: batch entry 'meta.scale' (float) does not hold one target per sample (2); ...
     """
     if isinstance(target, Tensor) and target.ndim > 0 and target.shape[0] == count:
         return [target[i] for i in range(count)]
     if isinstance(target, (list, tuple)) and len(target) == count:
         return list(target)
     if isinstance(target, Mapping):
-        fields = {key: split_batch_target(value, count) for key, value in target.items()}
-        return [{key: values[i] for key, values in fields.items()} for i in range(count)]
+        fields = {name: split_batch_target(value, count, None if key is None else f"{key}.{name}")
+                  for name, value in target.items()}
+        return [{name: values[i] for name, values in fields.items()} for i in range(count)]
+    if key is not None:
+        shape = tuple(target.shape) if isinstance(target, Tensor) else type(target).__name__
+        raise ValueError(
+            f"batch entry {key!r} ({shape}) does not hold one target per sample ({count}); the engine "
+            "takes targets per sample (collate_paired keeps them so) and the task adapter batches them"
+        )
     return [target] * count
 
 
