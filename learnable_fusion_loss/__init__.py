@@ -7,10 +7,13 @@ The core is small::
     learner = MetaLossLearner(fusion_net, loss, task, fusion_optimizer)
     learner.meta_step(meta_train_batch, meta_test_batch)       # updates G only
     learner.fusion_step(train_batch)                           # updates F and T
+
+Any other model works the same way with a :class:`MetaBatch` (``inputs``,
+``loss_inputs``, ``target``) and a :class:`LearnableLoss` of any criterion.
 """
 
 from .losses import LearnableFusionLoss, LearnableLoss, LossOutput
-from .meta import FusionBatch, InnerStep, MetaLossLearner
+from .meta import FusionBatch, InnerStep, MetaBatch, MetaLossLearner
 
 __version__ = "0.1.0"
 
@@ -19,6 +22,7 @@ __all__ = [
     "LearnableFusionLoss",
     "LossOutput",
     "FusionBatch",
+    "MetaBatch",
     "InnerStep",
     "MetaLossLearner",
     "__version__",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -43,16 +43,40 @@ class LearnableLoss(nn.Module):
             to the loss parameters.
         criterion: ``criterion(output, inputs, loss_params)`` returning a dict of
             scalar terms with the total under ``"loss"``.
+        generator_inputs: the positions of the inputs G sees (e.g. ``(0,)``: a
+            restoration loss's G sees the degraded image, not the clean reference);
+            default all of them.
+
+    >>> import torch
+    >>> def weighted_l1(output, inputs, w):   # inputs = (degraded, clean)
+    ...     return {"loss": (w * (output - inputs[1]).abs()).mean()}
+    >>> loss = LearnableLoss(torch.nn.Softplus(), weighted_l1, generator_inputs=(0,))
+    >>> degraded, clean = torch.zeros(2, 1, 1, 4, 4)
+    >>> out = loss(torch.ones(1, 1, 4, 4), degraded, clean)
+    >>> round(float(out.loss), 4), tuple(out.loss_params.shape)   # softplus(0) = log 2
+    (0.6931, (1, 1, 4, 4))
     """
 
-    def __init__(self, generator: nn.Module | dict, criterion: Criterion) -> None:
+    def __init__(
+        self, generator: nn.Module | dict, criterion: Criterion, generator_inputs: Sequence[int] | None = None
+    ) -> None:
         super().__init__()
         self.generator = build_module(generator)
         self.criterion = criterion
+        if generator_inputs is not None:
+            generator_inputs = tuple(generator_inputs)
+            if not generator_inputs or not all(isinstance(i, int) and i >= 0 for i in generator_inputs):
+                raise ValueError(f"generator_inputs must be non-negative input positions, got {generator_inputs}")
+        self.generator_inputs = generator_inputs
 
     def generate(self, *inputs: Tensor) -> Tensor:
-        """Run G on the inputs."""
-        return self.generator(*inputs)
+        """Run G on the inputs (those at ``generator_inputs``, if given)."""
+        if self.generator_inputs is None:
+            return self.generator(*inputs)
+        if max(self.generator_inputs) >= len(inputs):
+            raise ValueError(
+                f"generator_inputs={self.generator_inputs} but the loss was given {len(inputs)} inputs")
+        return self.generator(*(inputs[i] for i in self.generator_inputs))
 
     def forward(
         self,

@@ -8,6 +8,7 @@ non-finite one is not applied (:class:`~learnable_fusion_loss.meta.NonFiniteGuar
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -17,7 +18,7 @@ from .._checks import NonFiniteValueError
 from ..generators.simple import ConstantWeights
 from ..losses.learnable import LearnableLoss
 from ..tasks.base import buffers_kept_unless
-from .batch import FusionBatch
+from .batch import Batch, FusionBatch, call_model
 from .guard import NonFiniteGuard, all_finite
 from .hypergradient import weight_means
 from .warmup import TaskWarmupSource, guarded_task_step, task_warmup_step
@@ -36,17 +37,18 @@ class FusionPhase:
     generator_params: list[nn.Parameter]
     fusion_optimizer: torch.optim.Optimizer | None
     fusion_task_weight: float
+    warmup_params: Callable[[Batch], Tensor] | None
 
-    def _task_step(self, batch: FusionBatch) -> dict[str, float]:
+    def _task_step(self, batch: Batch) -> dict[str, float]:
         """T's ordinary step on F's current (detached) output for the task view."""
         with buffers_kept_unless(self.fusion_net) as applied, torch.no_grad():
-            fused_task = self.fusion_net(*batch.task_sources)
+            fused_task = call_model(self.fusion_net, batch.task_inputs)
             applied[0] = all_finite([fused_task])  # else no statistics of a NaN pass are kept
         task_stats = guarded_task_step(self.task, fused_task, batch.target, self.guard)
         return {k if k.startswith(("loss", "skipped_")) else f"task_{k}": v for k, v in task_stats.items()}
 
     def fusion_step(
-        self, batch: FusionBatch, loss_params: Tensor | None = None, train_task: bool = True
+        self, batch: Batch, loss_params: Tensor | None = None, train_task: bool = True
     ) -> dict[str, float]:
         """F on ``L_f`` (G frozen) [+ λ L_t], then T on detached fused images.
 
@@ -63,12 +65,12 @@ class FusionPhase:
             stats.update(self._task_step(batch))
         return stats
 
-    def _fusion_update(self, batch: FusionBatch, loss_params: Tensor | None, phase: str) -> dict[str, float]:
+    def _fusion_update(self, batch: Batch, loss_params: Tensor | None, phase: str) -> dict[str, float]:
         """F's step on ``L_f`` [+ λ L_t] (none for an F without parameters), guarded."""
         self.fusion_net.train()
         if not self.fusion_params:  # nothing to step (ablation V with G's weights): T only
             with torch.no_grad():
-                output = self.loss(self.fusion_net(batch.a, batch.b), batch.a, batch.b, loss_params=loss_params)
+                output = self.loss(call_model(self.fusion_net, batch.inputs), *batch.loss_inputs, loss_params=loss_params)
             stats = {f"{k}": float(v) for k, v in output.terms.items()}
             stats["loss_fusion"] = stats.pop("loss")
             stats.update(weight_means(output.loss_params))
@@ -79,20 +81,20 @@ class FusionPhase:
             applied[0] = not stats[f"skipped_{phase}"]
         return stats
 
-    def _guarded_fusion_step(self, batch: FusionBatch, loss_params: Tensor | None, phase: str) -> dict[str, float]:
+    def _guarded_fusion_step(self, batch: Batch, loss_params: Tensor | None, phase: str) -> dict[str, float]:
         assert self.fusion_optimizer is not None
         self.fusion_optimizer.zero_grad(set_to_none=True)
         stats: dict[str, float] = {}
         what = "fusion loss or gradient"
         try:
-            fused = self.fusion_net(batch.a, batch.b)
-            output = self.loss(fused, batch.a, batch.b, loss_params=loss_params, detach_params=True)
+            fused = call_model(self.fusion_net, batch.inputs)
+            output = self.loss(fused, *batch.loss_inputs, loss_params=loss_params, detach_params=True)
             total = output.loss
             stats.update({f"{k}": float(v.detach()) for k, v in output.terms.items()})
             stats["loss_fusion"] = stats.pop("loss")
             stats.update(weight_means(output.loss_params))
             if self.fusion_task_weight > 0:
-                loss_task_f = self.task.loss(self.fusion_net(*batch.task_sources), batch.target)
+                loss_task_f = self.task.loss(call_model(self.fusion_net, batch.task_inputs), batch.target)
                 total = total + self.fusion_task_weight * loss_task_f
                 stats["loss_task_on_f"] = float(loss_task_f.detach())
             finite = bool(torch.isfinite(total.detach()))
@@ -110,19 +112,29 @@ class FusionPhase:
         return stats
 
     # ------------------------------------------------------------ warm-ups
-    def fusion_warmup_step(self, batch: FusionBatch) -> dict[str, float]:
-        """F alone on the loss with fixed uniform weights (½–½ for two sources).
+    def fusion_warmup_step(self, batch: Batch) -> dict[str, float]:
+        """F alone on the loss with fixed loss parameters: ``warmup_params(batch)``.
 
-        Neither G nor T changes: this only moves F towards a sensible fused image
-        before the first meta phase, so that the inner step starts from an F whose
-        output the task can use (an untrained F's output is noise to T).
+        Neither G nor T changes: this only moves F towards a sensible output before
+        the first meta phase, so that the inner step starts from an F whose output
+        the task can use (an untrained F's output is noise to T). The default fixed
+        parameters are fusion's: uniform weights over the two sources (½–½); any
+        other batch needs the learner's ``warmup_params``.
         """
         if not self.fusion_params:
             raise ValueError("a fusion warm-up needs an F with trainable parameters: set fusion_warmup_steps=0")
-        uniform = ConstantWeights((1.0, 1.0))(batch.a, batch.b)
-        return self._fusion_update(batch, uniform, "fusion_warmup")
+        if self.warmup_params is not None:
+            fixed = self.warmup_params(batch)
+        elif isinstance(batch, FusionBatch):
+            fixed = ConstantWeights((1.0, 1.0))(*batch.loss_inputs)
+        else:
+            raise ValueError(
+                f"a warm-up with fixed loss parameters on a {type(batch).__name__} needs the learner's "
+                "warmup_params (a callable batch -> loss parameters); uniform source weights are "
+                "defined for a FusionBatch only")
+        return self._fusion_update(batch, fixed, "fusion_warmup")
 
-    def task_warmup_step(self, batch: FusionBatch, source: TaskWarmupSource = "both") -> dict[str, float]:
+    def task_warmup_step(self, batch: Batch, source: TaskWarmupSource = "both") -> dict[str, float]:
         """T alone, one ordinary step per input of ``source`` (F and G untouched).
 
         ``source``: ``"a"`` / ``"b"`` (the task view of one source), ``"both"`` (one

@@ -1,4 +1,10 @@
-"""The meta learner: one meta step trains G, one fusion step trains F and T.
+"""The meta learner: one meta step trains G, one ordinary step trains F and T.
+
+F is any model trained with a :class:`~learnable_fusion_loss.losses.LearnableLoss`
+(a fusion net, a denoiser, ...) and T any task on F's output; the learner reads a
+batch only through its ``inputs``, ``loss_inputs``, ``task_inputs`` and ``target``
+(:class:`~learnable_fusion_loss.meta.MetaBatch`; fusion's is
+:class:`~learnable_fusion_loss.meta.FusionBatch`). The paper's names follow.
 
 Meta step (paper eqs. 4–7), on a meta-train batch ``tr`` and a meta-test batch ``te``:
 
@@ -38,27 +44,61 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
-from torch.autograd import forward_ad
 
 from .._checks import NonFiniteValueError
 from ..losses.learnable import LearnableLoss, LossOutput
 from ..tasks.base import TaskAdapter, as_task, buffers_kept_unless, restore_keeping_optimizer
-from .batch import FusionBatch
+from .batch import Batch, call_model
 from .fusion_phase import FusionPhase
 from .guard import NonFiniteGuard, all_finite
 from .hypergradient import Hypergradient, weight_means, zeros_where_none
-from .inner import Backend, InnerOptimizer, InnerStep, bind_weights
+from .inner import Backend, InnerOptimizer, InnerStep
+from .forward import ForwardHypergradient
 from .warmup import TASK_WARMUP_SOURCES, TaskWarmupSource, task_warmup_step
 
 OuterStep = Literal["adam", "max_norm"]
 HypergradientMode = Literal["unrolled", "forward"]
 
 
-class MetaLossLearner(FusionPhase):
-    """Meta-learns a :class:`LearnableLoss` for a fusion net F and a task T.
+class MetaLossLearner(FusionPhase, ForwardHypergradient):
+    """Meta-learns a :class:`LearnableLoss` for a model F and a task T.
+
+    Works on any :class:`~learnable_fusion_loss.meta.Batch`: F is called as
+    ``F(*batch.inputs)`` (or ``F(**inputs)`` for named inputs), the loss as
+    ``loss(output, *batch.loss_inputs)`` and the task as
+    ``task.loss(F(*batch.task_inputs), batch.target)``. Fusion is the instance with
+    :class:`~learnable_fusion_loss.meta.FusionBatch` (``F(a, b)``, ``loss(fused, a, b)``).
+
+    Where the assumptions hold: the three backends and ``"unrolled"`` need F and the
+    loss to be twice differentiable; ``"forward"`` also needs F to support forward-mode
+    AD and to be deterministic, and the loss to be a function of F's output tensor
+    (F runs twice on the meta-train batch). The fusion warm-up needs fixed loss
+    parameters (``warmup_params``; uniform source weights for a fusion batch); the
+    task warm-up's ``"a"``/``"b"``/``"mean"``/``"max"`` sources need two task inputs.
+
+    >>> import torch
+    >>> from torch import nn
+    >>> from learnable_fusion_loss.losses import LearnableLoss
+    >>> from learnable_fusion_loss.meta import MetaBatch
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> denoiser = nn.Conv2d(1, 1, 3, padding=1)   # a one-input model
+    >>> weights = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), nn.Softplus())  # G(noisy)
+    >>> def weighted_l1(output, inputs, w):   # inputs = (noisy, clean)
+    ...     return {"loss": (w * (output - inputs[1]).abs()).mean()}
+    >>> loss = LearnableLoss(weights, weighted_l1, generator_inputs=(0,))
+    >>> learner = MetaLossLearner(denoiser, loss, lambda out, target: (out - target).pow(2).mean(),
+    ...                           torch.optim.SGD(denoiser.parameters(), lr=0.1))
+    >>> clean = torch.rand(2, 1, 8, 8)
+    >>> noisy = clean + 0.1 * torch.randn_like(clean)
+    >>> batch = MetaBatch(inputs=(noisy,), loss_inputs=(noisy, clean), target=clean)
+    >>> stats = learner.meta_step(batch, batch)     # G's step: inner, T', outer
+    >>> stats["hypergrad_norm"] > 0
+    True
 
     Args:
-        fusion_net: F, any ``nn.Module`` ``(a, b) -> fused``.
+        fusion_net: F, the model trained with the loss: any ``nn.Module`` called on
+            ``batch.inputs`` (for fusion ``(a, b) -> fused``).
         loss: the learnable loss; its ``generator`` is G.
         task: a :class:`~learnable_fusion_loss.tasks.TaskAdapter` or a bare
             ``task_loss(fused, target)`` callable.
@@ -95,6 +135,8 @@ class MetaLossLearner(FusionPhase):
             only). Default False: T is restored whole, so a meta step changes G only.
         guard: counts and reports non-finite (skipped) steps; default
             ``NonFiniteGuard()`` (20 in a row in one phase stop training).
+        warmup_params: the fixed loss parameters of the fusion warm-up, a callable
+            ``batch -> loss_params``; default uniform source weights (fusion only).
     """
 
     def __init__(
@@ -115,6 +157,7 @@ class MetaLossLearner(FusionPhase):
         outer_lr_from_fusion: bool = False,
         keep_task_optimizer_state: bool = False,
         guard: NonFiniteGuard | None = None,
+        warmup_params: Callable[[Batch], Tensor] | None = None,
     ) -> None:
         if hypergradient not in ("unrolled", "forward"):
             raise ValueError(f"hypergradient must be 'unrolled' or 'forward', got {hypergradient!r}")
@@ -157,6 +200,7 @@ class MetaLossLearner(FusionPhase):
         self.fusion_task_weight = float(fusion_task_weight)
         self.hypergradient_mode = hypergradient
         self.guard = guard if guard is not None else NonFiniteGuard()
+        self.warmup_params = warmup_params
 
     @property
     def generator(self) -> nn.Module:
@@ -178,13 +222,13 @@ class MetaLossLearner(FusionPhase):
 
     # -------------------------------------------------------------- meta step
     @contextmanager
-    def _task_prime(self, meta_train: FusionBatch) -> Iterator[None]:
+    def _task_prime(self, meta_train: Batch) -> Iterator[None]:
         """Within the block, T is T' (eq. 5); on exit T and F's buffers are restored."""
         fusion_buffers = {k: v.detach().clone() for k, v in self.fusion_net.named_buffers()}
         snapshot = self.task.snapshot()
         try:
             with torch.no_grad():
-                fused = self.fusion_net(*meta_train.task_sources)
+                fused = call_model(self.fusion_net, meta_train.task_inputs)
             self.task.train_step(fused.detach(), meta_train.target)
             yield
         finally:
@@ -196,22 +240,22 @@ class MetaLossLearner(FusionPhase):
                 for name, buffer in self.fusion_net.named_buffers():
                     buffer.copy_(fusion_buffers[name])
 
-    def _meta_loss(self, meta_train: FusionBatch, meta_test: FusionBatch) -> tuple[Tensor, LossOutput]:
+    def _meta_loss(self, meta_train: Batch, meta_test: Batch) -> tuple[Tensor, LossOutput]:
         """``L_t(T'(F_θ'(te)))`` as a function of φ (call inside ``_task_prime``)."""
         captured: dict[str, LossOutput] = {}
 
         def inner_loss(model: Callable[..., Tensor]) -> Tensor:
-            output = self.loss(model(meta_train.a, meta_train.b), meta_train.a, meta_train.b)
+            output = self.loss(call_model(model, meta_train.inputs), *meta_train.loss_inputs)
             captured["inner"] = output
             return output.loss
 
         fast = self.inner.adapt(
             self.fusion_net, inner_loss, self.current_inner_lr(), optimizer=self.fusion_optimizer
         )
-        fused_test = fast(*meta_test.task_sources)
+        fused_test = call_model(fast, meta_test.task_inputs)
         return self.task.loss(fused_test, meta_test.target), captured["inner"]
 
-    def hypergradient(self, meta_train: FusionBatch, meta_test: FusionBatch) -> Hypergradient:
+    def hypergradient(self, meta_train: Batch, meta_test: Batch) -> Hypergradient:
         """``∂L_t/∂φ`` for one meta-train / meta-test pair; nothing is updated.
 
         ``"unrolled"``: back-propagate ``L_t`` through ``θ'(φ)`` built by the inner
@@ -245,69 +289,28 @@ class MetaLossLearner(FusionPhase):
         return zeros_where_none(
             torch.autograd.grad(output, self.generator_params, allow_unused=True), self.generator_params)
 
-    def _hypergradient_direct(self, meta_train: FusionBatch, meta_test: FusionBatch) -> Hypergradient:
+    def _hypergradient_direct(self, meta_train: Batch, meta_test: Batch) -> Hypergradient:
         """An F without parameters: θ' = θ, so ``∂L_t/∂φ`` is the direct derivative.
 
         It is non-zero only where F itself uses G (ablation V: ``F = w_a·a + w_b·b``
         with G's weights); for a fixed rule it is zero.
         """
         with torch.no_grad():
-            inner = self.loss(self.fusion_net(meta_train.a, meta_train.b), meta_train.a, meta_train.b)
+            inner = self.loss(call_model(self.fusion_net, meta_train.inputs), *meta_train.loss_inputs)
         with self._task_prime(meta_train):
-            loss_task = self.task.loss(self.fusion_net(*meta_test.task_sources), meta_test.target)
+            loss_task = self.task.loss(call_model(self.fusion_net, meta_test.task_inputs), meta_test.target)
             grads = self._generator_grads(loss_task) if loss_task.requires_grad else [
                 torch.zeros_like(p) for p in self.generator_params]
         return Hypergradient(grads=grads, loss_task=loss_task.detach(), inner=inner)
 
-    def _hypergradient_forward(self, meta_train: FusionBatch, meta_test: FusionBatch) -> Hypergradient:
-        net = self.fusion_net
-        named, bind = bind_weights(net)
-        # G runs once, with its graph kept for step 6 (~1.5 GiB at 2×256², cheaper
-        # than a second forward of G); steps 1–5 see its weights as constants.
-        loss_params = self.loss.generate(meta_train.a, meta_train.b)
-        with self._task_prime(meta_train):
-            # 1. g = ∇_θ L_f, first order.
-            fused = net(meta_train.a, meta_train.b)
-            inner_value = self.loss(fused, meta_train.a, meta_train.b, loss_params=loss_params.detach()).loss
-            grads = torch.autograd.grad(inner_value, list(named.values()), allow_unused=True)
-            del fused, inner_value
-            # 2. θ' = U(θ, g), kept differentiable in g only (elementwise, cheap).
-            g_leaves = [g.detach().requires_grad_() for g in zeros_where_none(grads, named.values())]
-            del grads
-            updated = self.inner.update(named, g_leaves, self.current_inner_lr(), self.fusion_optimizer)
-            # 3. v = ∂L_t/∂θ' through F_θ' and T'.
-            fast = {n: t.detach().requires_grad_() for n, t in updated.items()}
-            loss_task = self.task.loss(bind(fast)(*meta_test.task_sources), meta_test.target)
-            v = zeros_where_none(torch.autograd.grad(loss_task, list(fast.values()), allow_unused=True),
-                                  fast.values())
-            del fast
-            # 4. w = (∂U/∂g)ᵀ v.
-            w = zeros_where_none(
-                torch.autograd.grad(list(updated.values()), g_leaves, grad_outputs=v, allow_unused=True),
-                g_leaves)
-            del updated, g_leaves, v
-            # 5. u = J_F w: one forward-mode pass of F on the meta-train pair.
-            with torch.no_grad(), forward_ad.dual_level():
-                duals = {n: forward_ad.make_dual(p.detach(), t)
-                         for (n, p), t in zip(named.items(), w, strict=True)}
-                fused, u = forward_ad.unpack_dual(bind(duals)(meta_train.a, meta_train.b))
-                fused, u = fused.clone(), u.clone()  # plain tensors outside the dual level
-            del duals, w
-        # 6. ∂/∂φ ⟨∇_I ℓ(I; φ), u⟩ with I fixed: a double backward through ℓ and G only.
-        image = fused.requires_grad_()
-        inner = self.loss(image, meta_train.a, meta_train.b, loss_params=loss_params)
-        (grad_image,) = torch.autograd.grad(inner.loss, image, create_graph=True)
-        grads = self._generator_grads((grad_image * u).sum())
-        return Hypergradient(grads=grads, loss_task=loss_task.detach(), inner=inner)
-
-    def meta_objective(self, meta_train: FusionBatch, meta_test: FusionBatch) -> float:
+    def meta_objective(self, meta_train: Batch, meta_test: Batch) -> float:
         """The scalar whose gradient :meth:`hypergradient` returns (for checks)."""
         with self._task_prime(meta_train):
             loss_task, _ = self._meta_loss(meta_train, meta_test)
         return float(loss_task.detach())
 
     def meta_step(
-        self, meta_train: FusionBatch, meta_test: FusionBatch, update_fusion: bool = False
+        self, meta_train: Batch, meta_test: Batch, update_fusion: bool = False
     ) -> dict[str, float]:
         """Inner step, T', outer step: updates G only. Returns logging stats.
 
@@ -338,14 +341,14 @@ class MetaLossLearner(FusionPhase):
             stats.update(self._keep_look_ahead(meta_train, inner_grads))
         return stats
 
-    def _inner_gradient(self, batch: FusionBatch) -> list[Tensor]:
+    def _inner_gradient(self, batch: Batch) -> list[Tensor]:
         """``∇_θ L_f(F_θ(tr); G_φ(tr))``, first order: the gradient of F's look-ahead step."""
         self.fusion_net.train()
-        output = self.loss(self.fusion_net(batch.a, batch.b), batch.a, batch.b, detach_params=True)
+        output = self.loss(call_model(self.fusion_net, batch.inputs), *batch.loss_inputs, detach_params=True)
         grads = torch.autograd.grad(output.loss, self.fusion_params, allow_unused=True)
         return [g.detach() for g in zeros_where_none(grads, self.fusion_params)]
 
-    def _keep_look_ahead(self, batch: FusionBatch, grads: list[Tensor] | None) -> dict[str, float]:
+    def _keep_look_ahead(self, batch: Batch, grads: list[Tensor] | None) -> dict[str, float]:
         """θ ← θ' (the inner step's rule), then T's step on the updated F's task view."""
         stats: dict[str, float] = {}
         if grads is not None:

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from ..tasks.base import buffers_kept_unless
-from .batch import FusionBatch
+from .batch import Batch, call_model
 from .guard import NonFiniteGuard, all_finite
 
 __all__ = ["TASK_WARMUP_SOURCES", "TaskWarmupSource", "task_warmup_step", "guarded_task_step"]
@@ -50,7 +50,7 @@ def guarded_task_step(
 def task_warmup_step(
     task: Any,
     fusion_net: nn.Module,
-    batch: FusionBatch,
+    batch: Batch,
     source: TaskWarmupSource = "both",
     guard: NonFiniteGuard | None = None,
 ) -> dict[str, float]:
@@ -71,12 +71,17 @@ def task_warmup_step(
     """
     if source not in TASK_WARMUP_SOURCES:
         raise ValueError(f"task warm-up source must be one of {TASK_WARMUP_SOURCES}, got {source!r}")
-    a, b = batch.task_sources
     if source == "fused":
         with buffers_kept_unless(fusion_net) as kept, torch.no_grad():
-            inputs = [fusion_net(a, b)]
+            inputs = [call_model(fusion_net, batch.task_inputs)]
             kept[0] = all_finite(inputs)  # a NaN pass leaves no statistics behind
     else:
+        sources = batch.task_inputs
+        if not (isinstance(sources, tuple) and len(sources) == 2 and all(isinstance(t, Tensor) for t in sources)):
+            raise ValueError(
+                f"task warm-up source {source!r} needs a batch of two sources (a fusion batch); "
+                "this batch's task inputs are not a pair of images: use source='fused'")
+        a, b = sources
         inputs = {"a": [a], "b": [b], "both": [a, b], "mean": [(a + b) / 2],
                   "max": [torch.maximum(a, b)]}[source]
     stats: dict[str, float] = {}
