@@ -4,6 +4,8 @@ Fusion step (eqs. 8–9): F takes one step on ``L_f`` with G frozen (weights
 computed without a graph), optionally plus ``λ · L_t`` (ablation III); then T
 takes one step on ``L_t`` of the detached fused images. Every step is guarded: a
 non-finite one is not applied (:class:`~learnable_fusion_loss.meta.NonFiniteGuard`).
+Ablation IV keeps the meta step's look-ahead ``θ'`` instead of a fusion step. F's
+training loss is the learner's objective (:meth:`FusionPhase._objective`).
 """
 
 from __future__ import annotations
@@ -16,14 +18,20 @@ from torch import Tensor, nn
 
 from .._checks import NonFiniteValueError
 from ..generators.simple import ConstantWeights
-from ..losses.learnable import LearnableLoss
+from ..losses.learnable import LearnableLoss, LossOutput
 from ..tasks.base import buffers_kept_unless
 from .batch import Batch, FusionBatch, call_model
 from .guard import NonFiniteGuard, all_finite
-from .hypergradient import weight_means
+from .hypergradient import weight_means, zeros_where_none
+from .inner import InnerStep
 from .warmup import TaskWarmupSource, guarded_task_step, task_warmup_step
 
-__all__ = ["FusionPhase"]
+__all__ = ["FusionPhase", "Objective"]
+
+#: ``objective(output, batch, detach_params) -> LossOutput``: the model's training loss
+#: when it is not ``loss(output, *batch.loss_inputs)``; G's parameters must enter it
+#: (without a graph when ``detach_params``).
+Objective = Callable[[Any, Batch, bool], LossOutput]
 
 
 class FusionPhase:
@@ -38,6 +46,20 @@ class FusionPhase:
     fusion_optimizer: torch.optim.Optimizer | None
     fusion_task_weight: float
     warmup_params: Callable[[Batch], Tensor] | None
+    objective: Objective | None
+    inner: InnerStep
+    current_inner_lr: Callable[[], float]
+
+    def _objective(
+        self, output: Any, batch: Batch, loss_params: Tensor | None = None, detach_params: bool = False
+    ) -> LossOutput:
+        """The model's training loss of ``output``: ``loss(output, *batch.loss_inputs)``, or the
+        learner's ``objective`` (e.g. a loss computed inside the model, :class:`LearnableLossHook`)."""
+        if self.objective is None:
+            return self.loss(output, *batch.loss_inputs, loss_params=loss_params, detach_params=detach_params)
+        if loss_params is not None:
+            raise ValueError("fixed loss parameters (a fusion warm-up) need the learner's default objective")
+        return self.objective(output, batch, detach_params)
 
     def _task_step(self, batch: Batch) -> dict[str, float]:
         """T's ordinary step on F's current (detached) output for the task view."""
@@ -70,7 +92,7 @@ class FusionPhase:
         self.fusion_net.train()
         if not self.fusion_params:  # nothing to step (ablation V with G's weights): T only
             with torch.no_grad():
-                output = self.loss(call_model(self.fusion_net, batch.inputs), *batch.loss_inputs, loss_params=loss_params)
+                output = self._objective(call_model(self.fusion_net, batch.inputs), batch, loss_params)
             stats = {f"{k}": float(v) for k, v in output.terms.items()}
             stats["loss_fusion"] = stats.pop("loss")
             stats.update(weight_means(output.loss_params))
@@ -88,7 +110,7 @@ class FusionPhase:
         what = "fusion loss or gradient"
         try:
             fused = call_model(self.fusion_net, batch.inputs)
-            output = self.loss(fused, *batch.loss_inputs, loss_params=loss_params, detach_params=True)
+            output = self._objective(fused, batch, loss_params, detach_params=True)
             total = output.loss
             stats.update({f"{k}": float(v.detach()) for k, v in output.terms.items()})
             stats["loss_fusion"] = stats.pop("loss")
@@ -109,6 +131,37 @@ class FusionPhase:
         for param in self.generator_params:  # a task term must never leave grads on G
             param.grad = None
         stats.update(self.guard.record(phase, finite, what))
+        return stats
+
+    # ------------------------------------------- ablation IV: keep the look-ahead
+    def _inner_gradient(self, batch: Batch) -> list[Tensor]:
+        """``∇_θ L_f(F_θ(tr); G_φ(tr))``, first order: the gradient of F's look-ahead step."""
+        self.fusion_net.train()
+        output = self._objective(call_model(self.fusion_net, batch.inputs), batch, detach_params=True)
+        grads = torch.autograd.grad(output.loss, self.fusion_params, allow_unused=True)
+        return [g.detach() for g in zeros_where_none(grads, self.fusion_params)]
+
+    def _keep_look_ahead(self, batch: Batch, grads: list[Tensor] | None) -> dict[str, float]:
+        """θ ← θ' (the inner step's rule), then T's step on the updated F's task view."""
+        stats: dict[str, float] = {}
+        if grads is not None:
+            finite = all_finite(grads)
+            stats.update(self.guard.record("fusion", finite, "look-ahead gradient of F"))
+            if finite and self.inner.inner_optimizer == "adam":
+                # θ' of the Adam rule is exactly torch's Adam step from F's state;
+                # stepping the optimiser also advances that state, as a real step must.
+                assert self.fusion_optimizer is not None
+                self.fusion_optimizer.zero_grad(set_to_none=True)
+                for param, grad in zip(self.fusion_params, grads, strict=True):
+                    param.grad = grad.clone()
+                self.fusion_optimizer.step()
+                self.fusion_optimizer.zero_grad(set_to_none=True)
+            elif finite:
+                eta = self.current_inner_lr()
+                with torch.no_grad():
+                    for param, grad in zip(self.fusion_params, grads, strict=True):
+                        param.sub_(grad, alpha=eta)
+        stats.update(self._task_step(batch))
         return stats
 
     # ------------------------------------------------------------ warm-ups

@@ -49,8 +49,8 @@ from .._checks import NonFiniteValueError
 from ..losses.learnable import LearnableLoss, LossOutput
 from ..tasks.base import TaskAdapter, as_task, buffers_kept_unless, restore_keeping_optimizer
 from .batch import Batch, call_model
-from .fusion_phase import FusionPhase
-from .guard import NonFiniteGuard, all_finite
+from .fusion_phase import FusionPhase, Objective
+from .guard import NonFiniteGuard
 from .hypergradient import Hypergradient, weight_means, zeros_where_none
 from .inner import Backend, InnerOptimizer, InnerStep
 from .forward import ForwardHypergradient
@@ -137,6 +137,9 @@ class MetaLossLearner(FusionPhase, ForwardHypergradient):
             ``NonFiniteGuard()`` (20 in a row in one phase stop training).
         warmup_params: the fixed loss parameters of the fusion warm-up, a callable
             ``batch -> loss_params``; default uniform source weights (fusion only).
+        objective: F's training loss when it is not ``loss(F(*inputs), *loss_inputs)``:
+            ``objective(output, batch, detach_params) -> LossOutput`` (e.g. a loss that
+            the model computes itself, with G's parameters inside; ``"unrolled"`` only).
     """
 
     def __init__(
@@ -158,6 +161,7 @@ class MetaLossLearner(FusionPhase, ForwardHypergradient):
         keep_task_optimizer_state: bool = False,
         guard: NonFiniteGuard | None = None,
         warmup_params: Callable[[Batch], Tensor] | None = None,
+        objective: Objective | None = None,
     ) -> None:
         if hypergradient not in ("unrolled", "forward"):
             raise ValueError(f"hypergradient must be 'unrolled' or 'forward', got {hypergradient!r}")
@@ -170,6 +174,9 @@ class MetaLossLearner(FusionPhase, ForwardHypergradient):
                 f"inner_backend={inner_backend!r} has no effect with hypergradient='forward' (it "
                 "differentiates the inner step itself, with no backend): remove inner_backend, or "
                 "use hypergradient='unrolled' to differentiate through that backend")
+        if hypergradient == "forward" and objective is not None:
+            raise ValueError("hypergradient='forward' needs the loss of F's output tensor; a custom "
+                             "objective needs hypergradient='unrolled'")
         if outer_lr_from_fusion and outer_step != "max_norm":
             raise ValueError(
                 "outer_lr_from_fusion=True needs outer_step='max_norm'; an Adam outer step has G's "
@@ -201,6 +208,7 @@ class MetaLossLearner(FusionPhase, ForwardHypergradient):
         self.hypergradient_mode = hypergradient
         self.guard = guard if guard is not None else NonFiniteGuard()
         self.warmup_params = warmup_params
+        self.objective = objective
 
     @property
     def generator(self) -> nn.Module:
@@ -245,7 +253,7 @@ class MetaLossLearner(FusionPhase, ForwardHypergradient):
         captured: dict[str, LossOutput] = {}
 
         def inner_loss(model: Callable[..., Tensor]) -> Tensor:
-            output = self.loss(call_model(model, meta_train.inputs), *meta_train.loss_inputs)
+            output = self._objective(call_model(model, meta_train.inputs), meta_train)
             captured["inner"] = output
             return output.loss
 
@@ -296,7 +304,7 @@ class MetaLossLearner(FusionPhase, ForwardHypergradient):
         with G's weights); for a fixed rule it is zero.
         """
         with torch.no_grad():
-            inner = self.loss(call_model(self.fusion_net, meta_train.inputs), *meta_train.loss_inputs)
+            inner = self._objective(call_model(self.fusion_net, meta_train.inputs), meta_train)
         with self._task_prime(meta_train):
             loss_task = self.task.loss(call_model(self.fusion_net, meta_test.task_inputs), meta_test.target)
             grads = self._generator_grads(loss_task) if loss_task.requires_grad else [
@@ -339,36 +347,6 @@ class MetaLossLearner(FusionPhase, ForwardHypergradient):
             self._apply_outer(hyper.grads)
         if update_fusion:
             stats.update(self._keep_look_ahead(meta_train, inner_grads))
-        return stats
-
-    def _inner_gradient(self, batch: Batch) -> list[Tensor]:
-        """``∇_θ L_f(F_θ(tr); G_φ(tr))``, first order: the gradient of F's look-ahead step."""
-        self.fusion_net.train()
-        output = self.loss(call_model(self.fusion_net, batch.inputs), *batch.loss_inputs, detach_params=True)
-        grads = torch.autograd.grad(output.loss, self.fusion_params, allow_unused=True)
-        return [g.detach() for g in zeros_where_none(grads, self.fusion_params)]
-
-    def _keep_look_ahead(self, batch: Batch, grads: list[Tensor] | None) -> dict[str, float]:
-        """θ ← θ' (the inner step's rule), then T's step on the updated F's task view."""
-        stats: dict[str, float] = {}
-        if grads is not None:
-            finite = all_finite(grads)
-            stats.update(self.guard.record("fusion", finite, "look-ahead gradient of F"))
-            if finite and self.inner.inner_optimizer == "adam":
-                # θ' of the Adam rule is exactly torch's Adam step from F's state;
-                # stepping the optimiser also advances that state, as a real step must.
-                assert self.fusion_optimizer is not None
-                self.fusion_optimizer.zero_grad(set_to_none=True)
-                for param, grad in zip(self.fusion_params, grads, strict=True):
-                    param.grad = grad.clone()
-                self.fusion_optimizer.step()
-                self.fusion_optimizer.zero_grad(set_to_none=True)
-            elif finite:
-                eta = self.current_inner_lr()
-                with torch.no_grad():
-                    for param, grad in zip(self.fusion_params, grads, strict=True):
-                        param.sub_(grad, alpha=eta)
-        stats.update(self._task_step(batch))
         return stats
 
     def _apply_outer(self, grads: list[Tensor]) -> None:

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import all_finite
+from ..registry import MODELS, build_module
 
 
 @runtime_checkable
@@ -230,22 +231,35 @@ class NetTask:
             self.net.train(was_training)
 
 
+@MODELS.register_module()
 class ModuleTask(NetTask):
     """A task made of any ``nn.Module`` T, a criterion and an optimiser.
 
     ``loss(fused, target) = criterion(net(fused), target)``. This is the generic
-    adapter used by the core's tests; the SegFormer and YOLOv8 adapters follow the
-    same protocol.
+    adapter (the core's tests use it; the SegFormer and YOLOv8 adapters follow the
+    same protocol). From a config: ``net`` a ``MODELS`` config, ``criterion`` a
+    ``torch.nn.functional`` name and ``optimizer`` a ``dict(type='Adam', lr=...)``.
+
+    >>> task = ModuleTask(torch.nn.Conv2d(1, 1, 1), "mse_loss", dict(type="SGD", lr=0.1))
+    >>> type(task.net).__name__, type(task.optimizer).__name__
+    ('Conv2d', 'SGD')
     """
 
     def __init__(
         self,
-        net: nn.Module,
-        criterion: Callable[[Any, Any], Tensor],
-        optimizer: torch.optim.Optimizer | None = None,
+        net: nn.Module | dict,
+        criterion: Callable[[Any, Any], Tensor] | str,
+        optimizer: torch.optim.Optimizer | dict | None = None,
     ) -> None:
-        self.net = net
+        self.net = build_module(net, "net")
+        if isinstance(criterion, str):
+            function = getattr(torch.nn.functional, criterion, None)
+            if not callable(function):
+                raise ValueError(f"criterion={criterion!r} is not a torch.nn.functional loss")
+            criterion = function
         self.criterion = criterion
+        if isinstance(optimizer, dict):
+            optimizer = build_optimizer(self.net.parameters(), optimizer.get("lr", 1e-3), 0.0, optimizer)
         self.optimizer = optimizer
 
     def loss(self, fused: Tensor, target: Any) -> Tensor:
