@@ -32,8 +32,10 @@ __all__ = [
 ]
 
 #: ``target``: one key (its per-sample entries), a list of keys or a ``{name: key}``
-#: dict (a dict per sample with an entry of each key).
-TargetKey = Union[str, Sequence[str], Mapping[str, str]]
+#: dict (a dict per sample with an entry of each key). A dict's value may itself be
+#: a list or dict spec (nested per-sample dicts: one target per member of a
+#: :class:`~learnable_fusion_loss.tasks.multi.MultiTask`).
+TargetKey = Union[str, Sequence[str], Mapping[str, Any]]
 
 #: Where :func:`read_batch` finds each field of a collated batch. Detection with
 #: ``collate_paired``: ``target=dict(bboxes='gt_bboxes', labels='gt_labels')``.
@@ -57,19 +59,24 @@ def check_data_keys(data_keys: Mapping[str, TargetKey] | None) -> dict[str, Targ
     return keys
 
 
-def _target_columns(target_key: TargetKey) -> list[tuple[str, str]]:
-    """``(name, batch key)`` of each column of a list or dict ``target`` key."""
+def _target_columns(target_key: TargetKey) -> list[tuple[str, TargetKey]]:
+    """``(name, batch key or nested spec)`` of each column of a list or dict ``target`` key."""
     if isinstance(target_key, Mapping):
-        return [(str(name), str(key)) for name, key in target_key.items()]
+        return [(str(name), key if isinstance(key, (Mapping, list, tuple)) else str(key))
+                for name, key in target_key.items()]
     return [(str(key), str(key)) for key in target_key]
+
+
+def _batch_keys(target_key: TargetKey) -> list[str]:
+    """Every batch key a (possibly nested) ``target`` spec reads."""
+    if isinstance(target_key, str):
+        return [target_key]
+    return [key for _, spec in _target_columns(target_key) for key in _batch_keys(spec)]
 
 
 def data_key_names(keys: Mapping[str, TargetKey]) -> set[str]:
     """Every batch key that ``keys`` reads (the fields a test output does not repeat)."""
-    names: set[str] = set()
-    for value in keys.values():
-        names.update([value] if isinstance(value, str) else (key for _, key in _target_columns(value)))
-    return names
+    return {key for value in keys.values() for key in _batch_keys(value)}
 
 
 def read_targets(data: Mapping[str, Any], target_key: TargetKey, count: int) -> list[Any] | None:
@@ -77,14 +84,15 @@ def read_targets(data: Mapping[str, Any], target_key: TargetKey, count: int) -> 
     if isinstance(target_key, str):
         return None if target_key not in data else split_batch_target(data[target_key], count, target_key)
     columns = _target_columns(target_key)
-    absent = [key for _, key in columns if key not in data]
+    absent = [key for key in _batch_keys(target_key) if key not in data]
     if absent:
         hint = ""
         if {"batch_idx", "cls", "bboxes"} & set(absent):
             hint = ("; collate_paired gives boxes per sample: "
                     "data_keys.target=dict(bboxes='gt_bboxes', labels='gt_labels')")
         raise KeyError(f"data batch has no target entries {absent} (has {sorted(data)}){hint}")
-    entries = {name: split_batch_target(data[key], count, key) for name, key in columns}
+    entries = {name: split_batch_target(data[key], count, key) if isinstance(key, str)
+               else read_targets(data, key, count) for name, key in columns}
     return [{name: values[i] for name, values in entries.items()} for i in range(count)]
 
 
