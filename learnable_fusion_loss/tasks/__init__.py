@@ -1,6 +1,7 @@
 """Downstream task adapters (the task net T, its loss and its target codec)."""
 
 from .base import CallableTask, ModuleTask, NetTask, TaskAdapter, TaskSnapshot, as_task, finite_step
+from .multi import MultiTask
 from .targets import TargetCodec, collate_for, split_batch_target, split_for, stack_targets
 
 __all__ = [
@@ -9,6 +10,7 @@ __all__ = [
     "NetTask",
     "ModuleTask",
     "CallableTask",
+    "MultiTask",
     "as_task",
     "finite_step",
     "TargetCodec",
