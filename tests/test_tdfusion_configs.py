@@ -41,10 +41,11 @@ FULL_DATA_CONFIGS = {
 
 
 def _needs(cfg: Config) -> None:
-    task = cfg.model.task.type
-    if task == "SegFormerTask" and importlib.util.find_spec("mmseg") is None:
+    task = cfg.model.task
+    types = {m.type for m in task.tasks.values()} if task.type == "MultiTask" else {task.type}
+    if "SegFormerTask" in types and importlib.util.find_spec("mmseg") is None:
         pytest.skip("mmsegmentation is not installed (extra 'seg')")
-    if task == "YOLOv8Task" and importlib.util.find_spec("ultralytics") is None:
+    if "YOLOv8Task" in types and importlib.util.find_spec("ultralytics") is None:
         pytest.skip("ultralytics is not installed (extra 'det')")
 
 

@@ -45,7 +45,22 @@ CASES = {
               "test_dataloader.dataset.pipeline.2.size=[64,96]"],
         task_metrics=("task/mIoU", "task/mAcc"),
     ),
+    "multitask": dict(
+        config="projects/tdfusion/configs/tdfusion_multitask_msrsdet_mini.py",
+        needs=("mmseg", "ultralytics"),
+        train=["train_dataloader.dataset.pipeline.1.size=[64,64]",
+               "train_dataloader.dataset.pipeline.2.size=32"],
+        test=["test_dataloader.dataset.pipeline.0.size=[64,96]",
+              "test_dataloader.dataset.pipeline.2.size=[64,96]"],
+        task_metrics=("task/seg/mIoU", "task/det/mAP50"),
+        logged=("task_seg/loss_task", "task_det/loss_box"),
+    ),
 }
+# The same with learned weights (homoscedastic uncertainty): the log-variances are logged.
+CASES["multitask_learned"] = dict(
+    CASES["multitask"], train=[*CASES["multitask"]["train"], "model.task.learn_weights=True"],
+    test=[*CASES["multitask"]["test"], "model.task.learn_weights=True"],
+    logged=("task_seg/loss_task", "task_seg/log_var", "task_det/weight"))
 # MS-SSIM needs >= 161 px; everything else is defined at 64x96.
 FUSION_METRICS = "['EN','SD','SF','AG','MI','SCD','VIF','Qabf','SSIM','CC']"
 
@@ -62,8 +77,9 @@ def _run(args: list[str]) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_train_then_test_through_the_tools(case, tmp_path, data_root):
     spec = CASES[case]
-    if importlib.util.find_spec(spec["needs"]) is None:
-        pytest.skip(f"{spec['needs']} is not installed (task backend of the {case} config)")
+    for needs in [spec["needs"]] if isinstance(spec["needs"], str) else spec["needs"]:
+        if importlib.util.find_spec(needs) is None:
+            pytest.skip(f"{needs} is not installed (task backend of the {case} config)")
     work = tmp_path / "work"
     _run(["tools/train.py", spec["config"], "--work-dir", str(work), "--cfg-options",
           "train_cfg.max_epochs=1", "train_cfg.meta_steps=1", "train_cfg.fusion_steps=2",
@@ -77,7 +93,7 @@ def test_train_then_test_through_the_tools(case, tmp_path, data_root):
     logs = [json.loads(line) for line in next(work.glob("*/vis_data/scalars.json")).read_text().splitlines()]
     logged = set().union(*logs)
     for key in ("loss_fusion", "loss_int", "loss_grad", "loss_task", "loss_task_meta",
-                "hypergrad_norm", "w_ir", "w_vis"):
+                "hypergrad_norm", "w_ir", "w_vis", *spec.get("logged", ())):
         assert key in logged, key
     assert sorted(p.name for p in (work / "vis").glob("*.png")) == ["iter_000001.png", "iter_000002.png"]
     assert Image.open(work / "vis" / "iter_000002.png").mode == "RGB"
