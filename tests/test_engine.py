@@ -461,6 +461,13 @@ def test_resolve_data_root_needs_one(tmp_path, monkeypatch):
     assert cfg["train_dataloader"]["dataset"]["root"] == "set"  # nothing half-resolved
 
 
+def test_resolve_data_root_is_not_needed_without_relative_roots(monkeypatch):
+    monkeypatch.delenv("LFL_DATA_ROOT", raising=False)
+    cfg = {"train_dataloader": {"dataset": {"type": "UsersOwn", "length": 8}}}
+    assert resolve_data_root(cfg, "/repo") is None
+    assert "data_root" not in cfg
+
+
 def test_engine_registers_its_components():
     from mmengine.registry import FUNCTIONS, MODEL_WRAPPERS, OPTIM_WRAPPER_CONSTRUCTORS
 

@@ -301,7 +301,7 @@ def build_config(args: argparse.Namespace) -> Config:
         cfg.setdefault("randomness", {})
         cfg.randomness["deterministic"] = True
     # --resume is resolved in prepare_work_dir, once the work dir's lock is held.
-    if importlib.util.find_spec("tensorboard") is not None:
+    if importlib.util.find_spec("tensorboard") is not None and cfg.get("visualizer") is not None:
         backends = cfg.visualizer.setdefault("vis_backends", [])
         if not any(b.get("type") == "TensorboardVisBackend" for b in backends):
             backends.append(dict(type="TensorboardVisBackend"))

@@ -8,7 +8,8 @@ the model), ``plan`` (the epoch plan), ``loops`` (the loop), ``optim``, ``parall
 
 Importing this package registers (scope ``lfl``): the model ``MetaFusionModel``,
 the loop ``MetaFusionTrainLoop``, the hooks ``AtomicCheckpointHook``,
-``TrainingStateHook`` and ``FusionVisualizationHook``; and in MMEngine's root
+``TrainingStateHook``, ``FusionVisualizationHook`` and ``LearnableLossHook`` (a
+learnable loss term in any MMEngine model's own pipeline); and in MMEngine's root
 registries the optimiser-wrapper constructor ``MultiModuleOptimWrapperConstructor``,
 the model wrapper ``GradientAveragingWrapper``, the atomic file backend
 ``lfl_atomic_local``; the metric ``TaskMetric`` and its hook ``TaskMetricHook``.
@@ -33,6 +34,7 @@ from .hooks import (
     fusion_panel,
 )
 from .iteration import PHASES, IterationData
+from .learnable_loss_hook import GeneratedLossTerm, LearnableLossHook
 from .loops import MetaFusionTrainLoop, WarmupLogProcessor
 from .model import MetaFusionModel
 from .plan import SCHEDULES, EpochPlan, IterationPlan, SeededSamples
@@ -46,6 +48,8 @@ __all__ = [
     "TaskMetricHook",
     "batch_task_samples",
     "MetaFusionModel",
+    "LearnableLossHook",
+    "GeneratedLossTerm",
     "MultiModuleOptimWrapperConstructor",
     "GradientAveragingWrapper",
     "DEFAULT_DATA_KEYS",

@@ -44,7 +44,7 @@ def resolve_data_root(
     cfg: MutableMapping[str, Any],
     repo_root: str | os.PathLike[str],
     explicit: str | None = None,
-) -> Path:
+) -> Path | None:
     """Choose the data root and make every relative dataset ``root``/``ids`` file absolute under it.
 
     Priority: ``explicit`` (a ``--cfg-options data_root=...``), then the
@@ -53,10 +53,19 @@ def resolve_data_root(
     ``cfg['data_root']`` to the absolute path and returns it; absolute dataset
     roots are left alone.
 
+    A config whose datasets name no relative ``root``/``ids`` (a user's own dataset that
+    builds or finds its data itself) needs no data root: then ``None`` is returned and
+    nothing is set.
+
     Raises:
-        ValueError: none of the three is set (the library has no default folder).
+        ValueError: a dataset has a relative root and none of the three is set (the
+            library has no default folder).
     """
     chosen = explicit or os.environ.get(DATA_ROOT_ENV) or cfg.get("data_root")
+    relative = any(isinstance(d.get(key), str) and not Path(d[key]).is_absolute()
+                   for d in iter_dataset_cfgs(cfg) for key in ("root", "ids"))
+    if not chosen and not relative:
+        return None
     if not chosen:
         raise ValueError(
             f"no data folder: set data_root in the config, the {DATA_ROOT_ENV} environment "

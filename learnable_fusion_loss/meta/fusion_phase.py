@@ -61,7 +61,7 @@ class FusionPhase:
             raise ValueError("fixed loss parameters (a fusion warm-up) need the learner's default objective")
         return self.objective(output, batch, detach_params)
 
-    def _task_step(self, batch: Batch) -> dict[str, float]:
+    def task_step(self, batch: Batch) -> dict[str, float]:
         """T's ordinary step on F's current (detached) output for the task view."""
         with buffers_kept_unless(self.fusion_net) as applied, torch.no_grad():
             fused_task = call_model(self.fusion_net, batch.task_inputs)
@@ -84,7 +84,7 @@ class FusionPhase:
         """
         stats = self._fusion_update(batch, loss_params, "fusion")
         if train_task:
-            stats.update(self._task_step(batch))
+            stats.update(self.task_step(batch))
         return stats
 
     def _fusion_update(self, batch: Batch, loss_params: Tensor | None, phase: str) -> dict[str, float]:
@@ -161,7 +161,7 @@ class FusionPhase:
                 with torch.no_grad():
                     for param, grad in zip(self.fusion_params, grads, strict=True):
                         param.sub_(grad, alpha=eta)
-        stats.update(self._task_step(batch))
+        stats.update(self.task_step(batch))
         return stats
 
     # ------------------------------------------------------------ warm-ups
