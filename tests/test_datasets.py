@@ -113,14 +113,14 @@ def test_unlabelled_sets_counts_shapes_ranges(
     for index in (0, len(ds) - 1):
         s = ds[index]
         h, w = s["ori_shape"]
-        assert s["ir"].shape == (1, h, w) and s["vi"].shape == (1, h, w)
-        assert s["ir"].dtype == torch.float32
-        for key in ("ir", "vi"):
+        assert s["source_a"].shape == (1, h, w) and s["source_b"].shape == (1, h, w)
+        assert s["source_a"].dtype == torch.float32
+        for key in ("source_a", "source_b"):
             assert 0.0 <= float(s[key].min()) and float(s[key].max()) <= 1.0
             assert float(s[key].std()) > 0.01  # real content, not a blank
-        assert ("vi_crcb" in s) == colour
+        assert ("source_b_crcb" in s) == colour
         if colour:
-            assert s["vi_crcb"].shape == (2, h, w)
+            assert s["source_b_crcb"].shape == (2, h, w)
         assert Path(s["img_path"]).stem == s["img_id"] == Path(s["ir_path"]).stem
 
 
@@ -134,8 +134,8 @@ def test_tno_mixed_sizes_and_vi_is_luma(data_root: Path) -> None:
         torch.from_numpy(np.array(Image.open(s["vi_path"]).convert("RGB"))).permute(2, 0, 1).float()
         / 255
     )
-    torch.testing.assert_close(s["vi"], rgb_to_ycrcb(rgb[None])[0, :1], atol=1e-6, rtol=0)
-    torch.testing.assert_close(s["vi_crcb"], rgb_to_ycrcb(rgb[None])[0, 1:], atol=1e-6, rtol=0)
+    torch.testing.assert_close(s["source_b"], rgb_to_ycrcb(rgb[None])[0, :1], atol=1e-6, rtol=0)
+    torch.testing.assert_close(s["source_b_crcb"], rgb_to_ycrcb(rgb[None])[0, 1:], atol=1e-6, rtol=0)
 
 
 def test_msrs_det_counts_and_box_totals(data_root: Path) -> None:
@@ -175,7 +175,7 @@ def test_msrs_det_pixel_boxes_match_reference_lines(data_root: Path) -> None:
         assert s["bboxes"].shape[0] == ref.shape[0]
         assert torch.equal(s["labels"], ref[:, 4].long())
         assert (s["bboxes"] - ref[:, :4]).abs().max() <= 1.0
-        assert s["vi_crcb"].shape == (2, 480, 640) and s["ir"].shape == (1, 480, 640)
+        assert s["source_b_crcb"].shape == (2, 480, 640) and s["source_a"].shape == (1, 480, 640)
 
 
 def test_tdfusion_views_on_msrs_det(data_root: Path) -> None:
@@ -185,12 +185,12 @@ def test_tdfusion_views_on_msrs_det(data_root: Path) -> None:
     plain = YoloPairedDetDataset(data_root / "msrs_det", "train")
     torch.manual_seed(0)
     s, ref = ds[2], plain[2]
-    assert s["ir"].shape == s["vi"].shape == (1, 256, 256)
-    assert s["vi_crcb"].shape == (2, 256, 256)
-    assert s["ir_task"].shape == s["vi_task"].shape == (1, 240, 320)
+    assert s["source_a"].shape == s["source_b"].shape == (1, 256, 256)
+    assert s["source_b_crcb"].shape == (2, 256, 256)
+    assert s["source_a_task"].shape == s["source_b_task"].shape == (1, 240, 320)
     x0, y0, x1, y1 = s["crop_box"]
-    assert torch.equal(s["ir"], ref["ir"][:, y0:y1, x0:x1])  # crop comes from the full image
-    assert torch.equal(s["vi_crcb"], ref["vi_crcb"][:, y0:y1, x0:x1])
+    assert torch.equal(s["source_a"], ref["source_a"][:, y0:y1, x0:x1])  # crop comes from the full image
+    assert torch.equal(s["source_b_crcb"], ref["source_b_crcb"][:, y0:y1, x0:x1])
     # boxes are in the task frame: x scaled by 320/640, y by 240/480, not cropped
     assert s["target_shape"] == (240, 320)
     torch.testing.assert_close(s["bboxes"], ref["bboxes"] * 0.5)
@@ -201,7 +201,7 @@ def test_dataloader_collate_ultralytics_format(data_root: Path) -> None:
     ds = YoloPairedDetDataset(data_root / "msrs_det", "test", pipeline=[TaskView((192, 256))])
     loader = DataLoader(ds, batch_size=4, shuffle=False, collate_fn=collate_ultralytics)
     batch = next(iter(loader))
-    assert batch["ir_task"].shape == (4, 1, 192, 256)
+    assert batch["source_a_task"].shape == (4, 1, 192, 256)
     n = sum(int(b.shape[0]) for b in batch["gt_bboxes"])
     assert (
         batch["bboxes"].shape == (n, 4)
@@ -232,7 +232,7 @@ def test_collate_feeds_ultralytics_v8_detection_loss(data_root: Path) -> None:
     model = DetectionModel("yolov8n.yaml", ch=1, nc=3, verbose=False)
     model.args = SimpleNamespace(box=7.5, cls=0.5, dfl=1.5)
     criterion = v8DetectionLoss(model)
-    preds = model(batch["vi_task"])
+    preds = model(batch["source_b_task"])
     loss, items = criterion(preds, batch)
     assert torch.isfinite(loss).all() and float(items[0]) > 0  # box loss sees the targets
     empty = dict(
@@ -286,8 +286,8 @@ def test_boxes_survive_resize_and_crop_round_trips() -> None:
 def _box_sample() -> dict:
     """A 48x64 pair with one box in the image frame (no task view yet)."""
     return {
-        "ir": torch.rand(1, 48, 64),
-        "vi": torch.rand(1, 48, 64),
+        "source_a": torch.rand(1, 48, 64),
+        "source_b": torch.rand(1, 48, 64),
         "bboxes": torch.tensor([[8.0, 8.0, 24.0, 40.0]]),
         "labels": torch.tensor([1]),
         "target_shape": (48, 64),
@@ -304,13 +304,13 @@ def test_crop_then_taskview_targets_follow_frame() -> None:
         32,
     )
     viewed = TaskView((24, 16))(cropped)
-    assert viewed["bboxes"].tolist() == [[0.0, 0.0, 4.0, 24.0]] and viewed["ir_task"].shape == (
+    assert viewed["bboxes"].tolist() == [[0.0, 0.0, 4.0, 24.0]] and viewed["source_a_task"].shape == (
         1,
         24,
         16,
     )
     resized = PairedResize((96, 128))(sample)
-    assert resized["ir"].shape == (1, 96, 128) and resized["bboxes"].tolist() == [
+    assert resized["source_a"].shape == (1, 96, 128) and resized["bboxes"].tolist() == [
         [16.0, 16.0, 48.0, 80.0]
     ]
     # the mask and the boxes move together through TaskView
@@ -328,19 +328,19 @@ def test_taskview_marks_the_target_frame_and_crops_read_it() -> None:
     cropped = PairedCenterCrop((32, 32))(viewed)  # targets stay in the task frame
     assert cropped["target_shape"] == (24, 32) and cropped["bboxes"].tolist() == [[4.0, 4.0, 12.0, 20.0]]
     resized = PairedResize((96, 128))(viewed)
-    assert resized["target_shape"] == (24, 32) and resized["ir"].shape == (1, 96, 128)
+    assert resized["target_shape"] == (24, 32) and resized["source_a"].shape == (1, 96, 128)
     # the field, not the presence of task images, decides: a hand-made task view with
     # targets in the image frame has its targets cropped with the images
-    by_hand = dict(sample, ir_task=torch.rand(1, 24, 32), vi_task=torch.rand(1, 24, 32))
+    by_hand = dict(sample, source_a_task=torch.rand(1, 24, 32), source_b_task=torch.rand(1, 24, 32))
     assert PairedCenterCrop((32, 32))(by_hand)["target_shape"] == (32, 32)
 
 
 def test_crop_too_small_and_padding() -> None:
-    sample = {"ir": torch.rand(1, 20, 30), "vi": torch.rand(1, 20, 30), "img_id": "tiny"}
+    sample = {"source_a": torch.rand(1, 20, 30), "source_b": torch.rand(1, 20, 30), "img_id": "tiny"}
     with pytest.raises(ValueError, match="tiny.*smaller than the crop"):
         PairedRandomCrop(32)(sample)
     out = PairedRandomCrop(32, pad_if_needed=True)(sample)
-    assert out["ir"].shape == (1, 32, 32)
+    assert out["source_a"].shape == (1, 32, 32)
     with pytest.raises(ValueError, match="unknown task-view preset"):
         TaskView("KAIST")
 
@@ -357,10 +357,10 @@ def test_boxes_to_mask_small_boxes_stay_visible() -> None:
 
 def test_modality_swap_transform_and_collate() -> None:
     s = {
-        "ir": torch.zeros(1, 4, 4),
-        "vi": torch.ones(1, 4, 4),
-        "ir_task": torch.zeros(1, 2, 2),
-        "vi_task": torch.ones(1, 2, 2),
+        "source_a": torch.zeros(1, 4, 4),
+        "source_b": torch.ones(1, 4, 4),
+        "source_a_task": torch.zeros(1, 2, 2),
+        "source_b_task": torch.ones(1, 2, 2),
         "bboxes": torch.tensor([[0.0, 0.0, 2.0, 2.0]]),
         "labels": torch.tensor([2]),
         "target_shape": (2, 2),
@@ -369,17 +369,17 @@ def test_modality_swap_transform_and_collate() -> None:
     swapped = RandomModalitySwap(prob=1.0)(s)
     assert (
         swapped["swapped"]
-        and float(swapped["ir"].mean()) == 1.0
-        and float(swapped["vi_task"].mean()) == 0.0
+        and float(swapped["source_a"].mean()) == 1.0
+        and float(swapped["source_b_task"].mean()) == 0.0
     )
     assert torch.equal(swapped["bboxes"], s["bboxes"])  # targets unchanged
     assert not RandomModalitySwap(prob=0.0)(s)["swapped"]
 
     t = dict(s, img_id="b", bboxes=torch.zeros(0, 4), labels=torch.zeros(0, dtype=torch.long))
     batch = collate_ultralytics([s, t], swap_modalities=True)
-    assert batch["ir"].shape == (4, 1, 4, 4)
-    assert batch["ir"][:2].max() == 0 and batch["ir"][2:].min() == 1  # second half is (VIS, IR)
-    assert batch["vi_task"][2:].max() == 0
+    assert batch["source_a"].shape == (4, 1, 4, 4)
+    assert batch["source_a"][:2].max() == 0 and batch["source_a"][2:].min() == 1  # second half is (VIS, IR)
+    assert batch["source_b_task"][2:].max() == 0
     assert batch["batch_idx"].tolist() == [0.0, 2.0] and batch["cls"].flatten().tolist() == [
         2.0,
         2.0,
@@ -395,11 +395,11 @@ def test_collate_is_available_to_mmengine_configs() -> None:
 
 
 def test_collate_mixed_colour_and_sizes() -> None:
-    grey = {"ir": torch.rand(1, 4, 4), "vi": torch.rand(1, 4, 4), "img_id": "g"}
-    colour = dict(grey, vi_crcb=torch.rand(2, 4, 4), img_id="c")
+    grey = {"source_a": torch.rand(1, 4, 4), "source_b": torch.rand(1, 4, 4), "img_id": "g"}
+    colour = dict(grey, source_b_crcb=torch.rand(2, 4, 4), img_id="c")
     batch = collate_paired([grey, colour])
-    assert batch["vi_crcb"].shape == (2, 2, 4, 4) and torch.all(batch["vi_crcb"][0] == 0.5)
-    other = {"ir": torch.rand(1, 5, 4), "vi": torch.rand(1, 5, 4), "img_id": "big"}
+    assert batch["source_b_crcb"].shape == (2, 2, 4, 4) and torch.all(batch["source_b_crcb"][0] == 0.5)
+    other = {"source_a": torch.rand(1, 5, 4), "source_b": torch.rand(1, 5, 4), "img_id": "big"}
     with pytest.raises(ValueError, match="'big'.*batch_size=1"):
         collate_paired([grey, other])
 
@@ -594,11 +594,11 @@ def test_16bit_ir_and_rgba_visible_in_dataset(tmp_path: Path) -> None:
     Image.fromarray(rgba).save(root / "vi" / "p.png")
     s = PairedImageDataset(tmp_path / "set")[0]
     torch.testing.assert_close(
-        s["ir"][0], torch.from_numpy(ir16.astype(np.float32) / 65535), atol=1e-7, rtol=0
+        s["source_a"][0], torch.from_numpy(ir16.astype(np.float32) / 65535), atol=1e-7, rtol=0
     )
     rgb = torch.from_numpy(rgba[..., :3]).permute(2, 0, 1).float()[None] / 255
-    torch.testing.assert_close(s["vi"], rgb_to_ycrcb(rgb)[0, :1], atol=1e-6, rtol=0)
-    assert s["vi_crcb"].shape == (2, 6, 8)
+    torch.testing.assert_close(s["source_b"], rgb_to_ycrcb(rgb)[0, :1], atol=1e-6, rtol=0)
+    assert s["source_b_crcb"].shape == (2, 6, 8)
 
 
 @pytest.mark.parametrize(

@@ -60,7 +60,7 @@ class EngineTestPairs(Dataset):
         y, x = torch.randint(0, 7, (2,)).tolist()
         s = self.size
         ir, vi = self.ir[i, :, y : y + s, x : x + s], self.vi[i, :, y : y + s, x : x + s]
-        return {"ir": ir, "vi": vi, "gt_sem_seg": (ir[0] > vi[0]).long(), "img_id": f"pair{i:02d}",
+        return {"source_a": ir, "source_b": vi, "gt_sem_seg": (ir[0] > vi[0]).long(), "img_id": f"pair{i:02d}",
                 "crop": (y, x)}
 
 
@@ -145,7 +145,7 @@ def optim_for(model: MetaFusionModel, lr: float = 1e-2):
 def batch(seed: int, size: int = 16) -> dict:
     g = torch.Generator().manual_seed(seed)
     ir, vi = torch.rand(2, 1, size, size, generator=g), torch.rand(2, 1, size, size, generator=g)
-    return {"ir": ir, "vi": vi, "gt_sem_seg": (ir[:, 0] > vi[:, 0]).long()}
+    return {"source_a": ir, "source_b": vi, "gt_sem_seg": (ir[:, 0] > vi[:, 0]).long()}
 
 
 def params_of(module: nn.Module) -> list[torch.Tensor]:
@@ -223,7 +223,7 @@ def test_iterate_from_the_middle_gives_the_same_samples():
     assert [idx for idx, _, _ in tail] == [3, 4, 5]
     for (i, pa, da), (j, pb, db) in zip(full[3:], tail, strict=True):
         assert (i, pa) == (j, pb)
-        assert torch.equal(da.inputs["ir"], db.inputs["ir"])  # same random crop
+        assert torch.equal(da.inputs["source_a"], db.inputs["source_a"])  # same random crop
         assert torch.equal(torch.stack(da.inputs["crop"]), torch.stack(db.inputs["crop"]))
     crops = torch.cat([torch.stack(d.inputs["crop"], 1) for _, _, d in full[2:]])
     assert len({tuple(c) for c in crops.tolist()}) > 1  # the crops really are random

@@ -24,8 +24,8 @@ from _tiny import TinyFusion, TinyTaskNet
 
 def det_sample(img_id: str, boxes: list[list[float]], labels: list[int], fill: float) -> dict:
     return {
-        "ir": torch.full((1, 8, 8), fill), "vi": torch.full((1, 8, 8), 1 - fill),
-        "ir_task": torch.full((1, 4, 6), fill), "vi_task": torch.full((1, 4, 6), 1 - fill),
+        "source_a": torch.full((1, 8, 8), fill), "source_b": torch.full((1, 8, 8), 1 - fill),
+        "source_a_task": torch.full((1, 4, 6), fill), "source_b_task": torch.full((1, 4, 6), 1 - fill),
         "bboxes": torch.tensor(boxes).reshape(-1, 4), "labels": torch.tensor(labels, dtype=torch.long),
         "target_shape": (4, 6), "img_id": img_id,
     }
@@ -55,7 +55,7 @@ def test_collate_keeps_boxes_per_sample_and_the_swap_repeats_them():
         assert torch.equal(batch["gt_bboxes"][i], sample["bboxes"])
         assert torch.equal(batch["gt_labels"][i], sample["labels"])
     assert batch["img_id"] == ["a", "b", "a", "b"] and batch["target_shape"] == [(4, 6)] * 4
-    assert batch["ir_task"][0].max() == 0 and batch["ir_task"][2].min() == 1  # second half: (VIS, IR)
+    assert batch["source_a_task"][0].max() == 0 and batch["source_a_task"][2].min() == 1  # second half: (VIS, IR)
 
 
 def test_collate_refuses_boxes_outside_the_task_frame():
@@ -97,7 +97,7 @@ def test_default_codec_stacks_and_a_batch_entry_must_be_per_sample():
     stacked = collate_for(task, masks, (4, 6))
     assert stacked.shape == (2, 4, 6) and torch.equal(split_for(task, stacked, 2, (4, 6))[1], masks[1])
     model = MetaFusionModel(TinyFusion(), LearnableFusionLoss(ConvWeightGenerator(hidden=4, depth=1)), task)
-    data = {"ir": torch.rand(2, 1, 4, 6), "vi": torch.rand(2, 1, 4, 6), "gt_sem_seg": torch.zeros(3, 4, 6)}
+    data = {"source_a": torch.rand(2, 1, 4, 6), "source_b": torch.rand(2, 1, 4, 6), "gt_sem_seg": torch.zeros(3, 4, 6)}
     with pytest.raises(ValueError, match="'gt_sem_seg' .* does not hold one target per sample"):
         model.to_fusion_batch(data)
 

@@ -36,7 +36,7 @@ def test_task_warmup_sees_the_chosen_input():
     for source in ("a", "b", "both", "mean", "max"):
         seen.clear()
         model.train_step({"phase": "task_warmup", "inputs": data, "source": source}, optim_for(model))
-        a, b = data["ir"], data["vi"]
+        a, b = data["source_a"], data["source_b"]
         expected = {"a": [a], "b": [b], "both": [a, b], "mean": [(a + b) / 2],
                     "max": [torch.maximum(a, b)]}[source]
         assert len(seen) == len(expected) and all(torch.equal(x, y) for x, y in zip(seen, expected))

@@ -38,7 +38,7 @@ def test_zoo_model_reproduces_its_stored_output_on_a_real_pair():
     reference = find_zoo_entry(NAME).manifest["reference"]
     dataset = YoloPairedDetDataset(root=str(DATA / "msrs_det"), split=reference["split"], pipeline=[])
     sample = dataset[dataset.ids.index(reference["pair"])]
-    a, b = sample["ir"][None], sample["vi"][None]
+    a, b = sample["source_a"][None], sample["source_b"][None]
     fusion_net = load_fusion_network(NAME)  # by name, through the inference API
     generator = load_zoo_module(NAME, "generator")
     with torch.no_grad():

@@ -479,9 +479,9 @@ def evaluate_row(fuse: Callable, data: Mapping, args: argparse.Namespace) -> dic
     start = time.time()
     full = data["full"]
     with torch.no_grad():
-        fused = torch.cat([fuse(full["ir"][i:i + 2], full["vi"][i:i + 2]).clamp(0, 1)
-                           for i in range(0, full["ir"].shape[0], 2)])
-    values = fusion_metrics(fused, full["ir"], full["vi"], FUSION_KEYS)
+        fused = torch.cat([fuse(full["source_a"][i:i + 2], full["source_b"][i:i + 2]).clamp(0, 1)
+                           for i in range(0, full["source_a"].shape[0], 2)])
+    values = fusion_metrics(fused, full["source_a"], full["source_b"], FUSION_KEYS)
     groups = day_night_groups(full["ids"])
     result: dict[str, dict[str, float]] = {
         g: {k: float(v[idx].mean()) for k, v in values.items()} for g, idx in groups.items()}
@@ -500,15 +500,16 @@ def evaluate_row(fuse: Callable, data: Mapping, args: argparse.Namespace) -> dic
 
 
 def load_test_pairs(root: Path) -> dict:
-    """The ``msrs_det`` test pairs at their own size: ``{"ids", "ir", "vi"}``."""
+    """The ``msrs_det`` test pairs at their own size: ``{"ids", "source_a", "source_b"}``."""
     import torch
 
     from learnable_fusion_loss.datasets import YoloPairedDetDataset
 
     test = YoloPairedDetDataset(root=str(root), split="test", pipeline=[])
     samples = [test[i] for i in range(len(test))]
-    return {"ids": [s["img_id"] for s in samples], "ir": torch.stack([s["ir"] for s in samples]),
-            "vi": torch.stack([s["vi"] for s in samples])}
+    return {"ids": [s["img_id"] for s in samples],
+            "source_a": torch.stack([s["source_a"] for s in samples]),
+            "source_b": torch.stack([s["source_b"] for s in samples])}
 
 
 def load_data(args: argparse.Namespace) -> dict:

@@ -2,6 +2,8 @@
 
 * :mod:`.io`: ``load_image``, ``save_image``, ``rgb_to_ycrcb``/``ycrcb_to_rgb``.
 * :mod:`.folders`: ``list_images``, ``find_pairs`` (pairing by stem), output-folder checks.
+* :mod:`.keys`: the sample's image keys (``source_a``, ``source_b``, ...; the
+  modalities are its ``source_names``) and :data:`RENAMED_KEYS` (their old names).
 * :mod:`.paired`: the sample layout and :class:`PairedImageDataset` (TNO, RoadScene, medical).
 * :mod:`.segmentation`: :class:`PairedSegDataset`, :class:`FMBSegDataset`.
 * :mod:`.detection`: :class:`YoloPairedDetDataset` (YOLO txt boxes), :class:`M3FDDataset`,
@@ -37,6 +39,15 @@ from .io import (
     save_image,
     ycrcb_to_rgb,
 )
+from .keys import (
+    RENAMED_KEYS,
+    SOURCE_A,
+    SOURCE_A_TASK,
+    SOURCE_B,
+    SOURCE_B_CRCB,
+    SOURCE_B_TASK,
+    SOURCE_NAMES,
+)
 from .labels import (
     LabelError,
     read_class_names,
@@ -67,6 +78,14 @@ __all__ = [
     "rgb_to_ycrcb",
     "save_image",
     "ycrcb_to_rgb",
+    # sample keys
+    "SOURCE_A",
+    "SOURCE_B",
+    "SOURCE_B_CRCB",
+    "SOURCE_A_TASK",
+    "SOURCE_B_TASK",
+    "SOURCE_NAMES",
+    "RENAMED_KEYS",
     # labels
     "LabelError",
     "read_class_names",

@@ -9,10 +9,20 @@ import torch
 from mmengine.registry import FUNCTIONS
 from torch import Tensor
 
+from .keys import (
+    SOURCE_A,
+    SOURCE_A_TASK,
+    SOURCE_B,
+    SOURCE_B_CRCB,
+    SOURCE_B_TASK,
+    SOURCE_NAMES,
+    check_renamed,
+)
+
 __all__ = ["collate_paired", "SwapCollate"]
 
-_IMAGE_KEYS = ("ir", "vi", "vi_crcb", "ir_task", "vi_task")
-_SWAP_PAIRS = (("ir", "vi"), ("ir_task", "vi_task"))
+_IMAGE_KEYS = (SOURCE_A, SOURCE_B, SOURCE_B_CRCB, SOURCE_A_TASK, SOURCE_B_TASK)
+_SWAP_PAIRS = ((SOURCE_A, SOURCE_B), (SOURCE_A_TASK, SOURCE_B_TASK))
 #: per-sample box keys of a sample, and their names in a batch
 _BOX_KEYS = {"bboxes": "gt_bboxes", "labels": "gt_labels"}
 
@@ -39,8 +49,13 @@ def collate_paired(
 
     Output keys:
 
-    * images ``ir``, ``vi``, ``vi_crcb``, ``ir_task``, ``vi_task``: ``[B, C, H, W]``.
-      If only some samples are colour, grey ones get neutral chroma (0.5).
+    * images ``source_a``, ``source_b``, ``source_b_crcb``, ``source_a_task``,
+      ``source_b_task``: ``[B, C, H, W]``. If only some samples are colour, grey ones
+      get neutral chroma (0.5).
+    * ``source_names``: one tuple for the batch, e.g. ``('ir', 'vi')``: the modalities
+      of the sources in their unswapped order (a sample that
+      :class:`~.transforms.RandomModalitySwap` swapped carries them reversed, and its
+      ``swapped`` says so). Samples that name other modalities are refused.
     * targets, per sample and in no task's format (the task adapter's
       ``collate_targets`` makes its batch format of them, see
       :mod:`learnable_fusion_loss.tasks.targets`):
@@ -48,7 +63,7 @@ def collate_paired(
       - ``gt_sem_seg``: ``[B, H, W]`` int64, row ``i`` the class map of sample ``i``;
       - detection: ``gt_bboxes`` / ``gt_labels``, lists with each sample's pixel
         ``x1, y1, x2, y2`` boxes ``[n_i, 4]`` and int64 labels ``[n_i]``, in the frame
-        of its task image (``ir_task``; ``ir`` without a task view). A sample whose
+        of its task image (``source_a_task``; ``source_a`` without a task view). A sample whose
         ``target_shape`` is another frame is refused.
 
       (Before, detection batches also had ultralytics' ``batch_idx``, ``cls`` and
@@ -60,21 +75,27 @@ def collate_paired(
     Args:
         samples: items from a paired dataset.
         swap_modalities: the source swap: append every sample once more with
-            the two sources exchanged (``ir`` <-> ``vi``, ``ir_task`` <-> ``vi_task``), so the
-            batch doubles to ``2B``. Targets are repeated unchanged (same scene);
-            ``vi_crcb`` is repeated (it stays the visible chroma).
+            the two sources exchanged (``source_a`` <-> ``source_b``, ``source_a_task``
+            <-> ``source_b_task``), so the batch doubles to ``2B``. Targets are repeated
+            unchanged (same scene); ``source_b_crcb`` is repeated (it stays B's chroma);
+            ``source_names`` stays the unswapped order (``swapped`` marks the copies).
     """
     if not samples:
         raise ValueError("collate_paired got an empty list of samples")
     n = len(samples)
     batch: dict[str, Any] = {}
+    for s in samples:
+        check_renamed(s)
     keys = list(dict.fromkeys(k for s in samples for k in s))
     for key in keys:
         present = [key in s for s in samples]
-        if key == "vi_crcb" and not all(present):
+        if key == SOURCE_NAMES and all(present):
+            batch[key] = _batch_source_names(samples)
+            continue
+        if key == SOURCE_B_CRCB and not all(present):
             filled = [
-                dict(s, vi_crcb=s["vi"].new_full((2, *s["vi"].shape[-2:]), 0.5))
-                if "vi_crcb" not in s
+                {**s, SOURCE_B_CRCB: s[SOURCE_B].new_full((2, *s[SOURCE_B].shape[-2:]), 0.5)}
+                if SOURCE_B_CRCB not in s
                 else s
                 for s in samples
             ]
@@ -101,10 +122,25 @@ def collate_paired(
     return batch
 
 
+def _batch_source_names(samples: Sequence[dict[str, Any]]) -> tuple[str, ...]:
+    """The one ``source_names`` of a batch (each sample's, unswapped); disagreement refused."""
+    names = []
+    for s in samples:
+        own = tuple(s[SOURCE_NAMES])
+        names.append(own[::-1] if s.get("swapped") else own)
+    if len(set(names)) > 1:
+        listed = ", ".join(f"{i!r}: {nm}" for i, nm in zip(_ids(samples), names, strict=True))
+        raise ValueError(
+            f"cannot batch samples of different modalities (source_names, unswapped: {listed}); "
+            "batch each pair of modalities on its own"
+        )
+    return names[0]
+
+
 def _check_box_frames(samples: Sequence[dict[str, Any]]) -> None:
     """Pixel boxes must live in the frame of their sample's task image."""
     for sample_id, s in zip(_ids(samples), samples, strict=True):
-        image = tuple((s["ir_task"] if "ir_task" in s else s["ir"]).shape[-2:])
+        image = tuple((s[SOURCE_A_TASK] if SOURCE_A_TASK in s else s[SOURCE_A]).shape[-2:])
         frame = tuple(s.get("target_shape", image))
         if frame != image:
             raise ValueError(

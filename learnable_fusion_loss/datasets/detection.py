@@ -37,6 +37,7 @@ from torch import Tensor
 from ..registry import DATASETS
 from .io import image_header_size
 from .labels import read_class_names, read_voc_boxes, read_yolo_boxes
+from .keys import SOURCE_A
 from .paired import PairedFusionDataset, PairEntry, Sample, Transform
 
 __all__ = [
@@ -48,6 +49,9 @@ __all__ = [
 
 
 class _DetDataset(PairedFusionDataset):
+    """Paired IR/VIS sets with boxes; their samples' ``source_names`` are ``('ir', 'vi')``."""
+
+    SOURCE_NAMES = ("ir", "vi")
 
     def _attach_labels(
         self, entries: list[PairEntry], label_dir: Path, suffix: str
@@ -70,7 +74,7 @@ class _DetDataset(PairedFusionDataset):
         raise NotImplementedError
 
     def load_target(self, entry: PairEntry, sample: Sample) -> None:
-        shape = tuple(sample["ir"].shape[-2:])
+        shape = tuple(sample[SOURCE_A].shape[-2:])
         if "boxes" in entry.extra:
             boxes, labels = entry.extra["boxes"]
         else:

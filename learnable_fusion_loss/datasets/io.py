@@ -245,7 +245,7 @@ def ycrcb_to_rgb(x: Tensor) -> Tensor:
     """Inverse of :func:`rgb_to_ycrcb`: ``Y, Cr, Cb`` ``[B, 3, H, W]`` -> RGB clamped to [0, 1].
 
     Typical use: put the fused luminance back with the visible image's chroma,
-    ``ycrcb_to_rgb(torch.cat([fused_y, vi_crcb], dim=1))``.
+    ``ycrcb_to_rgb(torch.cat([fused_y, batch['source_b_crcb']], dim=1))``.
     """
     _check_rgb_batch("x", x)
     rgb = kornia.color.ycbcr_to_rgb(x[..., [0, 2, 1], :, :])

@@ -5,17 +5,20 @@ Every dataset of this package returns a dict per item:
 =================  ==============================================================
 key                value
 =================  ==============================================================
-``ir``             source A, ``[1, H, W]`` float32 in [0, 1] (infrared; MRI for
+``source_a``       source A, ``[1, H, W]`` float32 in [0, 1] (infrared; MRI for
                    the medical sets). A colour file is reduced to BT.601 luma;
                    an RGB file with three equal channels becomes one channel.
-``vi``             source B, ``[1, H, W]``: the visible image's Y channel (Y of
+``source_b``       source B, ``[1, H, W]``: the visible image's Y channel (Y of
                    :func:`~.io.rgb_to_ycrcb`), or the grey image itself (CT; the
                    Y of PET/SPECT pseudo-colour).
-``vi_crcb``        ``[2, H, W]`` Cr, Cb of source B, only when B is colour (and
+``source_b_crcb``  ``[2, H, W]`` Cr, Cb of source B, only when B is colour (and
                    ``keep_colour``); with the fused Y it gives a colour output
                    via :func:`~.io.ycrcb_to_rgb`.
-``ir_task``,       the task view (after :class:`~.transforms.TaskView`), e.g.
-``vi_task``        ``[1, 240, 320]``.
+``source_a_task``, the task view (after :class:`~.transforms.TaskView`), e.g.
+``source_b_task``  ``[1, 240, 320]``.
+``source_names``   the modalities of A and B, e.g. ``('ir', 'vi')`` (the dataset's
+                   :attr:`~PairedFusionDataset.source_names`; display metadata,
+                   the keys above are the same for every modality).
 ``gt_sem_seg``     ``[H, W]`` int64 class mask (segmentation sets, or weak
                    masks from :class:`~.transforms.BoxesToWeakMask`).
 ``bboxes``         ``[N, 4]`` float32 ``x1, y1, x2, y2`` pixels (detection sets).
@@ -23,12 +26,16 @@ key                value
 ``target_shape``   ``(H, W)`` of the frame the targets live in.
 ``target_frame``   ``'task'`` once :class:`~.transforms.TaskView` has moved the
                    targets into the task view; absent while they share the
-                   frame of ``ir``/``vi`` (and follow their crops and resizes).
+                   frame of ``source_a``/``source_b`` (and follow their crops and
+                   resizes).
 ``img_id``         sample id (file stem), ``str``.
 ``img_path``       path of the source-B (visible) file, ``str``; ``ir_path`` and
                    ``vi_path`` name both files; ``label_path`` the label file.
 ``ori_shape``      ``(H, W)`` of the files as stored.
 =================  ==============================================================
+
+The sample keys were named after infrared/visible before (``ir``, ``vi``, ...); an
+old name is refused with its new one (:data:`~.keys.RENAMED_KEYS`).
 
 Pairing is by file stem across modality folders (any image extension).
 Problems found at construction (missing partner, ids from a split list that are
@@ -53,6 +60,7 @@ from torch.utils.data import Dataset
 from ..registry import DATASETS, TRANSFORMS
 from .folders import IMAGE_EXTENSIONS, find_pairs, list_images
 from .io import image_header_size, load_image, rgb_to_luma, rgb_to_ycrcb
+from .keys import SOURCE_A, SOURCE_B, SOURCE_B_CRCB, SOURCE_NAMES
 from .labels import read_id_list
 
 __all__ = [
@@ -121,9 +129,13 @@ class PairedFusionDataset(Dataset):
     library names no dataset's classes: they come from the dataset's config (or a
     label file such as ``classes.txt``).
 
+    Each sample names its sources' modalities, ``sample['source_names']`` =
+    :attr:`source_names` (a class's :attr:`SOURCE_NAMES` unless the instance sets its
+    own, e.g. from its modality folders).
+
     Args:
         pipeline: transforms (config dicts or callables) applied to each sample.
-        keep_colour: keep ``vi_crcb`` for colour source-B files.
+        keep_colour: keep ``source_b_crcb`` for colour source-B files.
         strict: raise :class:`PairingError` on pairing problems (default) instead
             of warning and dropping the affected pairs.
         check_sizes: read every file header at construction and reject pairs whose
@@ -133,6 +145,8 @@ class PairedFusionDataset(Dataset):
 
     #: Class-level meta information (empty: no dataset's classes are built in).
     METAINFO: dict[str, Any] = {}
+    #: The modalities of sources A and B (display names; the sample keys are neutral).
+    SOURCE_NAMES: tuple[str, str] = ("a", "b")
 
     def __init__(
         self,
@@ -153,6 +167,11 @@ class PairedFusionDataset(Dataset):
         self.entries: list[PairEntry] = []
 
     # ------------------------------------------------------------------ meta information
+
+    @property
+    def source_names(self) -> tuple[str, str]:
+        """The modalities of sources A and B, e.g. ``('ir', 'vi')`` (each sample's ``source_names``)."""
+        return tuple(getattr(self, "_source_names", self.SOURCE_NAMES))  # type: ignore[return-value]
 
     @property
     def metainfo(self) -> dict[str, Any]:
@@ -266,7 +285,7 @@ class PairedFusionDataset(Dataset):
     # ------------------------------------------------------------------ loading
 
     def load_pair(self, entry: PairEntry) -> Sample:
-        """Read both images into the ``ir`` / ``vi`` (/ ``vi_crcb``) layout."""
+        """Read both images into the ``source_a`` / ``source_b`` (/ ``source_b_crcb``) layout."""
         a = load_image(entry.path_a)
         b = load_image(entry.path_b)
         if a.shape[-2:] != b.shape[-2:]:
@@ -286,10 +305,11 @@ class PairedFusionDataset(Dataset):
             ycrcb = rgb_to_ycrcb(b[None])[0]
             b = ycrcb[:1]
             if self.keep_colour:
-                sample["vi_crcb"] = ycrcb[1:].contiguous()
+                sample[SOURCE_B_CRCB] = ycrcb[1:].contiguous()
+        sample[SOURCE_A] = a.contiguous()
+        sample[SOURCE_B] = b.contiguous()
+        sample[SOURCE_NAMES] = self.source_names
         sample.update(
-            ir=a.contiguous(),
-            vi=b.contiguous(),
             img_id=entry.img_id,
             img_path=str(entry.path_b),
             ir_path=str(entry.path_a),
@@ -335,8 +355,9 @@ class PairedImageDataset(PairedFusionDataset):
         PairedImageDataset(data / 'tno')                                   # ir / vi
         PairedImageDataset(data / 'mri_pet', modality_a='mri', modality_b='pet')
 
-    Source A goes to ``ir``, source B to ``vi`` (+ ``vi_crcb`` when colour), so put
-    the colour modality (visible, PET, SPECT) second.
+    Source A goes to ``source_a``, source B to ``source_b`` (+ ``source_b_crcb`` when
+    colour), so put the colour modality (visible, PET, SPECT) second. The folder
+    names are the samples' ``source_names``, e.g. ``('mri', 'pet')``.
 
     Args:
         root: dataset folder.
@@ -365,5 +386,6 @@ class PairedImageDataset(PairedFusionDataset):
         base = Path(root) / split if split else Path(root)
         self.root = Path(root)
         self.modalities = (modality_a, modality_b)
+        self._source_names = (str(modality_a), str(modality_b))
         id_list, source = self._read_ids(ids)
         self.entries = self._collect_pairs(base / modality_a, base / modality_b, id_list, source)

@@ -22,6 +22,7 @@ from typing import Any
 from ..registry import DATASETS
 from .folders import IMAGE_EXTENSIONS, list_images
 from .labels import LabelError, read_mask
+from .keys import SOURCE_A
 from .paired import PairedFusionDataset, PairEntry, Sample, Transform
 
 __all__ = ["PairedSegDataset", "FMBSegDataset"]
@@ -35,7 +36,8 @@ class PairedSegDataset(PairedFusionDataset):
     """Paired IR/VIS images with a class-index mask per pair.
 
     Items carry ``gt_sem_seg`` ``[H, W]`` int64 (values in ``[0, num_classes)`` or
-    ``ignore_index``) besides the keys of :class:`~.paired.PairedFusionDataset`.
+    ``ignore_index``) besides the keys of :class:`~.paired.PairedFusionDataset`;
+    their ``source_names`` are ``('ir', 'vi')`` (the ``ir_dir``/``vi_dir`` modalities).
 
     Args:
         root: dataset folder; images are under ``root/split/<ir_dir|vi_dir|label_dir>``.
@@ -54,6 +56,8 @@ class PairedSegDataset(PairedFusionDataset):
         LabelError: when an item is loaded, a mask that is colour, out of range
             or of another size than its images.
     """
+
+    SOURCE_NAMES = ("ir", "vi")
 
     def __init__(
         self,
@@ -108,7 +112,7 @@ class PairedSegDataset(PairedFusionDataset):
     def load_target(self, entry: PairEntry, sample: Sample) -> None:
         assert entry.label_path is not None
         mask = read_mask(entry.label_path, self.num_classes, self.ignore_index)
-        shape = tuple(sample["ir"].shape[-2:])
+        shape = tuple(sample[SOURCE_A].shape[-2:])
         if tuple(mask.shape) != shape:
             raise LabelError(
                 entry.label_path,

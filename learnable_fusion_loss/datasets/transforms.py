@@ -9,8 +9,8 @@ callables ``sample -> sample`` registered in
               dict(type='lfl.PairedRandomCrop', size=256)]
 
 which is a task-driven training recipe: the task sees the whole image resized
-(``ir_task``/``vi_task`` plus targets rescaled into that frame), the fusion loss
-sees a random 256×256 crop (``ir``/``vi``/``vi_crcb``).
+(``source_a_task``/``source_b_task`` plus targets rescaled into that frame), the
+fusion loss sees a random 256×256 crop (``source_a``/``source_b``/``source_b_crcb``).
 
 Targets (``gt_sem_seg``, ``bboxes``/``labels``) always live in one frame whose
 size is ``sample['target_shape']`` ``(H, W)``; transforms keep it up to date.
@@ -32,6 +32,15 @@ from torch import Tensor
 from ..registry import TRANSFORMS
 from .boxes import boxes_to_mask, crop_boxes, resize_boxes
 from .boxes import boxes_xyxy_to_cxcywh  # noqa: F401  (collate imports it from here)
+from .keys import (
+    SOURCE_A,
+    SOURCE_A_TASK,
+    SOURCE_B,
+    SOURCE_B_CRCB,
+    SOURCE_B_TASK,
+    SOURCE_NAMES,
+    check_renamed,
+)
 
 __all__ = [
     "TaskView",
@@ -43,9 +52,9 @@ __all__ = [
 ]
 
 #: Image keys of the fusion view (cropped/resized together).
-FUSION_IMAGE_KEYS = ("ir", "vi", "vi_crcb")
+FUSION_IMAGE_KEYS = (SOURCE_A, SOURCE_B, SOURCE_B_CRCB)
 #: Image keys of the task view.
-TASK_IMAGE_KEYS = ("ir_task", "vi_task")
+TASK_IMAGE_KEYS = (SOURCE_A_TASK, SOURCE_B_TASK)
 #: Sample key naming the frame the targets live in: ``"task"`` once :class:`TaskView`
 #: has moved them into the task view; absent (or ``"image"``), they share the frame
 #: of the fusion-view images and follow their crops and resizes.
@@ -80,10 +89,18 @@ def _size_pair(size: int | Sequence[int], name: str) -> tuple[int, int]:
     return pair  # type: ignore[return-value]
 
 
+def _checked(sample: dict[str, Any]) -> dict[str, Any]:
+    """``sample`` if it is a paired sample dict (old key names refused, naming the new)."""
+    check_renamed(sample)
+    if SOURCE_A not in sample:
+        raise KeyError(
+            f"sample has no {SOURCE_A!r} image; transforms expect a paired sample dict"
+        )
+    return sample
+
+
 def _image_shape(sample: dict[str, Any]) -> tuple[int, int]:
-    if "ir" not in sample:
-        raise KeyError("sample has no 'ir' image; transforms expect a paired sample dict")
-    return tuple(sample["ir"].shape[-2:])  # type: ignore[return-value]
+    return tuple(_checked(sample)[SOURCE_A].shape[-2:])  # type: ignore[return-value]
 
 
 def _resize_targets(sample: dict[str, Any], size: tuple[int, int]) -> None:
@@ -106,7 +123,7 @@ def _targets_in_task_frame(sample: dict[str, Any]) -> bool:
 
 @TRANSFORMS.register_module()
 class TaskView:
-    """Add the task view: the whole pair resized to ``size`` as ``ir_task`` / ``vi_task``.
+    """Add the task view: the whole pair resized to ``size`` as ``source_a_task`` / ``source_b_task``.
 
     Targets are moved into the task frame (mask: nearest; boxes: scaled per
     axis) and the sample says so, ``sample['target_frame'] = 'task'``, so a later
@@ -132,8 +149,8 @@ class TaskView:
         self.antialias = antialias
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
-        sample = dict(sample)
-        for src, dst in (("ir", "ir_task"), ("vi", "vi_task")):
+        sample = dict(_checked(sample))
+        for src, dst in ((SOURCE_A, SOURCE_A_TASK), (SOURCE_B, SOURCE_B_TASK)):
             sample[dst] = _resize_image(sample[src], self.size, self.mode, self.antialias)
         if _has_targets(sample):
             _resize_targets(sample, self.size)
@@ -159,11 +176,11 @@ def _crop_sample(
     if crop_targets is None:
         crop_targets = not _targets_in_task_frame(sample)
     if crop_targets and _has_targets(sample):
-        if tuple(sample.get("target_shape", (y1, x1))) != tuple(sample["ir"].shape[-2:]):
+        if tuple(sample.get("target_shape", (y1, x1))) != _image_shape(sample):
             raise ValueError(
                 f"cannot crop targets of sample {sample.get('img_id')!r}: they live in a "
                 f"{tuple(sample['target_shape'])} frame, the images are "
-                f"{tuple(sample['ir'].shape[-2:])}"
+                f"{_image_shape(sample)}"
             )
         if "gt_sem_seg" in out:
             out["gt_sem_seg"] = out["gt_sem_seg"][y0:y1, x0:x1]
@@ -177,7 +194,9 @@ def _crop_sample(
 
 @TRANSFORMS.register_module()
 class PairedRandomCrop:
-    """Random ``size`` crop at the same place in ``ir``, ``vi`` and ``vi_crcb`` (the fusion view).
+    """Random ``size`` crop at the same place in ``source_a``, ``source_b``, ``source_b_crcb``.
+
+    (The fusion view; the task view, if any, is left whole.)
 
     Args:
         size: crop ``(H, W)`` or side length (default 256).
@@ -258,7 +277,9 @@ class PairedCenterCrop(PairedRandomCrop):
 
 @TRANSFORMS.register_module()
 class PairedResize:
-    """Resize the fusion view (``ir``, ``vi``, ``vi_crcb``) and, if in its frame, the targets.
+    """Resize the fusion view (``source_a``, ``source_b``, ``source_b_crcb``) and its targets.
+
+    The targets are resized when they share the fusion view's frame.
 
     Targets in the task frame (``sample['target_frame'] == 'task'``) are left alone.
 
@@ -274,7 +295,7 @@ class PairedResize:
         self.antialias = antialias
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
-        sample = dict(sample)
+        sample = dict(_checked(sample))
         targets_in_frame = not _targets_in_task_frame(sample)
         if targets_in_frame and _has_targets(sample):
             _resize_targets(sample, self.size)
@@ -286,11 +307,14 @@ class PairedResize:
 
 @TRANSFORMS.register_module()
 class RandomModalitySwap:
-    """With probability ``prob`` exchange the sources (``ir``<->``vi``, ``ir_task``<->``vi_task``).
+    """With probability ``prob`` exchange the sources (A <-> B, in both views).
 
-    The per-sample form of a source-swap augmentation (the batch form feeds every
-    batch in both orders; see ``collate_paired(swap_modalities=True)``). Targets are unchanged: the scene, hence the labels, is the same.
-    ``vi_crcb`` stays the visible chroma. ``sample['swapped']`` records the choice.
+    ``source_a`` <-> ``source_b``, ``source_a_task`` <-> ``source_b_task``, and
+    ``source_names`` is reversed with them. The per-sample form of a source-swap
+    augmentation (the batch form feeds every batch in both orders; see
+    ``collate_paired(swap_modalities=True)``). Targets are unchanged: the scene, hence
+    the labels, is the same. ``source_b_crcb`` stays B's chroma. ``sample['swapped']``
+    records the choice.
     """
 
     def __init__(self, prob: float = 0.5) -> None:
@@ -299,12 +323,15 @@ class RandomModalitySwap:
         self.prob = prob
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
-        sample = dict(sample)
+        sample = dict(_checked(sample))
         swap = bool(torch.rand(()) < self.prob)
         if swap:
-            sample["ir"], sample["vi"] = sample["vi"], sample["ir"]
-            if "ir_task" in sample:
-                sample["ir_task"], sample["vi_task"] = sample["vi_task"], sample["ir_task"]
+            sample[SOURCE_A], sample[SOURCE_B] = sample[SOURCE_B], sample[SOURCE_A]
+            if SOURCE_A_TASK in sample:
+                sample[SOURCE_A_TASK], sample[SOURCE_B_TASK] = (
+                    sample[SOURCE_B_TASK], sample[SOURCE_A_TASK])
+            if SOURCE_NAMES in sample:
+                sample[SOURCE_NAMES] = tuple(sample[SOURCE_NAMES])[::-1]
         sample["swapped"] = swap
         return sample
 

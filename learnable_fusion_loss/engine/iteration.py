@@ -26,9 +26,9 @@ class IterationData:
     ``fusion_warmup`` (F alone, ½–½ loss) and ``task_warmup`` (T alone, on
     ``source``) take ``inputs``. Each batch is a collated batch dict.
 
-    >>> IterationData("fusion", inputs={"ir": 0}).batch
-    {'ir': 0}
-    >>> IterationData("meta", inputs={"ir": 0})
+    >>> IterationData("fusion", inputs={"source_a": 0}).batch
+    {'source_a': 0}
+    >>> IterationData("meta", inputs={"source_a": 0})
     Traceback (most recent call last):
     ...
     ValueError: phase 'meta' needs meta_train and meta_test, not inputs

@@ -15,11 +15,21 @@ from typing import Any, Union
 
 from torch import Tensor
 
+from ..datasets.keys import (
+    RENAMED_KEYS,
+    SOURCE_A,
+    SOURCE_A_TASK,
+    SOURCE_B,
+    SOURCE_B_TASK,
+    SOURCE_NAMES,
+    renamed_message,
+)
 from ..meta import FusionBatch
 from ..tasks.targets import collate_for, split_batch_target, split_for
 
 __all__ = [
     "DEFAULT_DATA_KEYS",
+    "BATCH_FIELDS",
     "TargetKey",
     "check_data_keys",
     "data_key_names",
@@ -40,21 +50,34 @@ TargetKey = Union[str, Sequence[str], Mapping[str, Any]]
 #: Where :func:`read_batch` finds each field of a collated batch. Detection with
 #: ``collate_paired``: ``target=dict(bboxes='gt_bboxes', labels='gt_labels')``.
 DEFAULT_DATA_KEYS: dict[str, TargetKey] = {
-    "a": "ir",
-    "b": "vi",
+    "a": SOURCE_A,
+    "b": SOURCE_B,
     "target": "gt_sem_seg",
-    "task_a": "ir_task",
-    "task_b": "vi_task",
+    "task_a": SOURCE_A_TASK,
+    "task_b": SOURCE_B_TASK,
 }
+
+#: Batch entries that describe the whole batch, not each sample (never a per-sample field).
+BATCH_FIELDS = frozenset({SOURCE_NAMES})
 
 
 def check_data_keys(data_keys: Mapping[str, TargetKey] | None) -> dict[str, TargetKey]:
-    """:data:`DEFAULT_DATA_KEYS` updated by ``data_keys`` (unknown fields refused)."""
+    """:data:`DEFAULT_DATA_KEYS` updated by ``data_keys`` (unknown fields, old key names refused).
+
+    >>> check_data_keys(dict(a='ir'))
+    Traceback (most recent call last):
+    ...
+    ValueError: data_keys a='ir': sample key 'ir' was renamed 'source_a'
+    """
     keys = dict(DEFAULT_DATA_KEYS)
     if data_keys:
         unknown = set(data_keys) - set(DEFAULT_DATA_KEYS)
         if unknown:
             raise ValueError(f"unknown data_keys {sorted(unknown)}; valid: {sorted(DEFAULT_DATA_KEYS)}")
+        for field_name in ("a", "b", "task_a", "task_b"):
+            value = data_keys.get(field_name)
+            if isinstance(value, str) and value in RENAMED_KEYS:
+                raise ValueError(f"data_keys {field_name}={value!r}: {renamed_message([value])}")
         keys.update(data_keys)
     return keys
 
@@ -111,7 +134,9 @@ def read_batch(data: Any, keys: Mapping[str, TargetKey], task: Any) -> tuple[Fus
         raise TypeError(f"a data batch must be a dict or a FusionBatch, got {type(data).__name__}")
     missing = [keys[f] for f in ("a", "b") if keys[f] not in data]
     if missing:
-        raise KeyError(f"data batch has no {missing} (has {sorted(data)}); set model.data_keys")
+        old = [k for k in data if RENAMED_KEYS.get(k) in missing]
+        hint = f"; {renamed_message(old, 'batch')}" if old else ""
+        raise KeyError(f"data batch has no {missing} (has {sorted(data)}); set model.data_keys{hint}")
     a, b = data[keys["a"]], data[keys["b"]]
     task_a, task_b = data.get(keys["task_a"]), data.get(keys["task_b"])
     if task_a is None or task_b is None:
@@ -184,12 +209,15 @@ def _is_per_sample(value: Any, size: int) -> bool:
 
 
 def per_sample_fields(data: Any, size: int, exclude: set[str]) -> list[dict[str, Any]]:
-    """Non-image per-sample fields (ids, file names, original sizes) of a batch dict."""
+    """Non-image per-sample fields (ids, file names, original sizes) of a batch dict.
+
+    The batch-wide entries (:data:`BATCH_FIELDS`, e.g. ``source_names``) are none.
+    """
     fields: list[dict[str, Any]] = [{} for _ in range(size)]
     if not isinstance(data, Mapping):
         return fields
     for key, value in data.items():
-        if key in exclude or isinstance(value, Tensor) and value.ndim >= 3:
+        if key in exclude or key in BATCH_FIELDS or isinstance(value, Tensor) and value.ndim >= 3:
             continue
         if _is_per_sample(value, size):
             for i in range(size):

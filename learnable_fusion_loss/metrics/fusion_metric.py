@@ -14,7 +14,8 @@ from ..registry import METRICS
 from .table import ALL_METRICS, Convention, fusion_metrics
 
 #: Source-key pairs tried, in order, when ``source_keys`` is not given.
-DEFAULT_SOURCE_KEYS: tuple[tuple[str, str], ...] = (("a", "b"), ("ir", "vi"), ("img_a", "img_b"))
+DEFAULT_SOURCE_KEYS: tuple[tuple[str, str], ...] = (
+    ("source_a", "source_b"), ("a", "b"), ("ir", "vi"), ("img_a", "img_b"))
 
 
 def _lookup(sample: Any, key: str) -> Any:
@@ -64,7 +65,8 @@ class FusionMetric(BaseMetric):
         convention: ``"mean"`` (Bai et al., CVPR 2025) or ``"sum"`` (CDDFuse) over the two sources.
         fused_key: field holding the fused image.
         source_keys: fields holding the two sources; by default the first present
-            pair of ``("a", "b")``, ``("ir", "vi")``, ``("img_a", "img_b")``.
+            pair of ``("source_a", "source_b")`` (a paired sample), ``("a", "b")`` (the
+            model's test outputs), ``("ir", "vi")``, ``("img_a", "img_b")``.
         quantize: evaluate on rounded 8-bit grey levels (what a saved file holds).
         collect_device, prefix, collect_dir: as :class:`mmengine.evaluator.BaseMetric`.
             Results are reported as ``"fusion/EN"`` etc. unless ``prefix`` says otherwise.

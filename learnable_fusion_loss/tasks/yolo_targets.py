@@ -92,14 +92,16 @@ def collate_ultralytics(samples: Sequence[Mapping[str, Any]], swap_modalities: b
 
     ``collate_paired`` keeps boxes per sample (``gt_bboxes``, ``gt_labels``); this adds
     ``batch_idx``, ``cls`` and ``bboxes`` in ultralytics' batch format
-    (:func:`ultralytics_targets`, boxes normalised by the task image, ``ir_task``, or
-    ``ir`` without a task view), e.g. to call ``v8DetectionLoss`` on a batch directly.
+    (:func:`ultralytics_targets`, boxes normalised by the task image, ``source_a_task``,
+    or ``source_a`` without a task view), e.g. to call ``v8DetectionLoss`` on a batch
+    directly.
     """
     from ..datasets.collate import collate_paired
+    from ..datasets.keys import SOURCE_A, SOURCE_A_TASK
 
     batch = collate_paired(samples, swap_modalities=swap_modalities)
     if "gt_bboxes" in batch:
-        image = batch["ir_task"] if "ir_task" in batch else batch["ir"]
+        image = batch[SOURCE_A_TASK] if SOURCE_A_TASK in batch else batch[SOURCE_A]
         targets = [{"bboxes": b, "labels": c} for b, c in zip(batch["gt_bboxes"], batch["gt_labels"], strict=True)]
         batch.update(ultralytics_targets(targets, tuple(image.shape[-2:])))
     return batch

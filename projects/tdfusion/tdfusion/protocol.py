@@ -54,8 +54,8 @@ def load_det_split(root: str | Path, split: str, size: Sequence[int]) -> DetSpli
     frame = tuple(int(s) for s in size)
     for sample in (dataset[i] for i in range(len(dataset))):
         ids.append(sample["img_id"])
-        irs.append(sample["ir_task"])
-        vis.append(sample["vi_task"])
+        irs.append(sample["source_a_task"])
+        vis.append(sample["source_b_task"])
         # The detector's own codec normalises the pixel boxes (one image: batch_idx all 0).
         rows = ultralytics_targets([{"bboxes": sample["bboxes"], "labels": sample["labels"]}], frame)
         targets.append(torch.cat([rows["cls"], rows["bboxes"].clamp(0, 1)], dim=1).reshape(-1, 5))

@@ -89,9 +89,9 @@ def fusion_row(fuse: Callable, data: Mapping) -> dict[str, dict[str, float]]:
     from projects.tdfusion.tdfusion.protocol import day_night_groups
 
     with torch.no_grad():
-        fused = torch.cat([fuse(data["ir"][i:i + 2], data["vi"][i:i + 2]).clamp(0, 1)
-                           for i in range(0, data["ir"].shape[0], 2)])
-    values = fusion_metrics(fused, data["ir"], data["vi"], KEYS)
+        fused = torch.cat([fuse(data["source_a"][i:i + 2], data["source_b"][i:i + 2]).clamp(0, 1)
+                           for i in range(0, data["source_a"].shape[0], 2)])
+    values = fusion_metrics(fused, data["source_a"], data["source_b"], KEYS)
     groups = day_night_groups(data["ids"])
     return {g: {k: float(v[idx].mean()) for k, v in values.items()} for g, idx in groups.items()}
 

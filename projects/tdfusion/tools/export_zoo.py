@@ -41,7 +41,7 @@ def reference_output(fusion_net: torch.nn.Module, generator: torch.nn.Module, da
     split, pair = REFERENCE_PAIR
     dataset = YoloPairedDetDataset(root=str(data_root / "msrs_det"), split=split, pipeline=[])
     sample = dataset[dataset.ids.index(pair)]
-    a, b = sample["ir"][None], sample["vi"][None]
+    a, b = sample["source_a"][None], sample["source_b"][None]
     with torch.no_grad():
         fused = fusion_net.eval()(a, b)
         weights = generator.eval()(a, b)

@@ -58,7 +58,7 @@ def box_statistics(fusion_net, generator, dataset) -> dict:
     for i in range(len(dataset)):
         sample = dataset[i]
         with torch.no_grad():
-            w_ir = generator(sample["ir"][None], sample["vi"][None])[0, 0]
+            w_ir = generator(sample["source_a"][None], sample["source_b"][None])[0, 0]
         mask = torch.zeros_like(w_ir, dtype=torch.bool)
         for x1, y1, x2, y2 in sample["bboxes"].round().long().tolist():
             mask[y1:y2, x1:x2] = True
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         vi = load_image(sample["vi_path"])
         fused = fuse_images(fusion_net, ir, vi)  # colour: VIS chroma kept (YCrCb)
         with torch.no_grad():
-            w_ir = generator(sample["ir"][None], sample["vi"][None])[0, 0]
+            w_ir = generator(sample["source_a"][None], sample["source_b"][None])[0, 0]
         rows.append(np.concatenate([_rgb(ir), _rgb(vi), _rgb(fused), _weight(w_ir)], axis=1))
         cv2.putText(rows[-1], pair, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1,
                     cv2.LINE_AA)

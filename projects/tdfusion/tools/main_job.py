@@ -99,14 +99,14 @@ def main(argv: list[str] | None = None) -> int:
         ir, vi = load_image(sample["ir_path"]), load_image(sample["vi_path"])
         with torch.no_grad():
             fused = fuse_images(fusion_net, ir, vi).clamp(0, 1)
-            weights = generator(sample["ir"][None], sample["vi"][None])[0].clamp(0, 1)
+            weights = generator(sample["source_a"][None], sample["source_b"][None])[0].clamp(0, 1)
         name = sample["img_id"]
         save_image(out / "fused" / f"{name}.png", fused, overwrite=True)
         for k, source_name in enumerate(("ir", "vis")):
             save_image(out / "weights" / f"{name}_w_{source_name}.png", weights[k:k + 1], overwrite=True)
         fused_y.append(rgb_to_luma(fused[None])[0] if fused.shape[0] == 3 else fused)
-        ir_all.append(sample["ir"])
-        vi_all.append(sample["vi"])
+        ir_all.append(sample["source_a"])
+        vi_all.append(sample["source_b"])
         print(f"fused {i + 1}/{count}: {name} ({fused.shape[-1]}x{fused.shape[-2]})", flush=True)
     a, b, f = torch.stack(ir_all), torch.stack(vi_all), torch.stack(fused_y)
     method = "TDFusion (" + source + ")"

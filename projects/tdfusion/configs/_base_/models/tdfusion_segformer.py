@@ -5,5 +5,6 @@ model = dict(
     task=dict(type='SegFormerTask', num_classes=num_seg_classes, in_channels=1),
     # The adapter builds an mmseg model config with unscoped type names.
     task_scope='mmseg',
-    data_keys=dict(a='ir', b='vi', task_a='ir_task', task_b='vi_task', target='gt_sem_seg'),
+    data_keys=dict(a='source_a', b='source_b', task_a='source_a_task', task_b='source_b_task',
+                   target='gt_sem_seg'),
 )

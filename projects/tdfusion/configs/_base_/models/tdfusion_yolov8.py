@@ -4,6 +4,6 @@ num_det_classes = 3
 model = dict(
     task=dict(type='YOLOv8Task', num_classes=num_det_classes, in_channels=1),
     data_keys=dict(
-        a='ir', b='vi', task_a='ir_task', task_b='vi_task',
+        a='source_a', b='source_b', task_a='source_a_task', task_b='source_b_task',
         target=dict(bboxes='gt_bboxes', labels='gt_labels')),  # per-sample pixel boxes
 )
