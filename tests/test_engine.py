@@ -97,6 +97,7 @@ def base_cfg(work_dir: Path, **train_cfg) -> dict:
             loss=dict(type="LearnableFusionLoss",
                       generator=dict(type="ConvWeightGenerator", hidden=4, depth=1)),
             task=dict(type="EngineTestTask"),
+            source_names=("ir", "vis"),
         ),
         work_dir=str(work_dir),
         train_dataloader=dict(
@@ -133,6 +134,7 @@ def make_model(generator: nn.Module | None = None) -> MetaFusionModel:
         fusion_net=EngineTestFusion(),
         loss=LearnableFusionLoss(generator or ConvWeightGenerator(hidden=4, depth=1)),
         task=EngineTestTask(),
+        source_names=("ir", "vis"),
     )
 
 

@@ -27,7 +27,7 @@ from learnable_fusion_loss.engine.samples import DEFAULT_DATA_KEYS, check_data_k
 from learnable_fusion_loss.generators import ConvWeightGenerator
 from learnable_fusion_loss.losses import LearnableFusionLoss
 from learnable_fusion_loss.metrics import FusionMetric
-from test_engine import EngineTestFusion, EngineTestTask
+from test_engine import EngineTestFusion, EngineTestTask, batch, optim_for
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -101,6 +101,15 @@ def test_data_keys_refuse_the_old_keys() -> None:
 def test_source_names_is_no_per_sample_field() -> None:
     data = {"source_names": ("ir", "vi"), "img_id": ["x", "y"]}  # a batch of two: same length
     assert per_sample_fields(data, 2, exclude=set()) == [{"img_id": "x"}, {"img_id": "y"}]
+
+
+def test_the_model_names_its_sources_neutrally_by_default() -> None:
+    torch.manual_seed(0)
+    model = MetaFusionModel(EngineTestFusion(), LearnableFusionLoss(ConvWeightGenerator(hidden=4, depth=1)),
+                            EngineTestTask())
+    assert model.source_names == ("a", "b")
+    stats = model.train_step({"phase": "meta", "meta_train": batch(1), "meta_test": batch(2)}, optim_for(model))
+    assert {"w_a", "w_b"} <= set(stats) and "w_ir" not in stats
 
 
 def test_tdfusion_keeps_its_modality_names() -> None:

@@ -10,7 +10,8 @@ step, T', hypergradient, outer step, fusion step) lives there; this module only
   parameter schedulers cover every optimiser,
 * turns collated data batches into :class:`~learnable_fusion_loss.meta.FusionBatch`
   (:mod:`.samples`: the targets stay per sample; the task adapter batches them),
-* returns log variables with readable names (``w_ir``/``w_vis`` …) and
+* returns log variables with readable names (``w_<source name>``: ``w_a``/``w_b`` by
+  default, ``w_ir``/``w_vis`` for TDFusion …) and
 * produces per-sample test outputs (fused image, weight maps, task prediction).
 
 A training iteration receives an :class:`~learnable_fusion_loss.engine.IterationData`
@@ -97,7 +98,9 @@ class MetaFusionModel(BaseModel):
         max_consecutive_skips: non-finite steps in a row, in one phase, after which
             training stops (:class:`~learnable_fusion_loss.meta.NonFiniteGuard`); each
             skip is logged as a warning with its iteration and phase.
-        source_names: names of sources a and b, used in log keys (``w_ir``, ``w_vis``).
+        source_names: names of sources a and b, used in log keys (``w_a``, ``w_b`` by
+            default; a method names its modalities, e.g. TDFusion ``('ir', 'vis')``:
+            ``w_ir``, ``w_vis``).
         data_keys: where each :class:`FusionBatch` field lives in a collated batch
             (default :data:`DEFAULT_DATA_KEYS`; ``task_a``/``task_b`` are optional).
             ``target`` names the per-sample targets: one key, or a ``{name: key}`` dict
@@ -116,7 +119,7 @@ class MetaFusionModel(BaseModel):
         loss: LearnableLoss | Mapping,
         task: Any,
         learner: Mapping | None = None,
-        source_names: Sequence[str] = ("ir", "vis"),
+        source_names: Sequence[str] = ("a", "b"),
         data_keys: Mapping[str, TargetKey] | None = None,
         task_scope: str | None = None,
         data_preprocessor: Mapping | nn.Module | None = None,
