@@ -252,9 +252,9 @@ def test_learned_log_variances_move_to_the_log_of_each_loss():
 # ---------------------------------------------------------------- codec and config
 def test_targets_flow_per_member_from_a_nested_data_keys_target():
     multi = MultiTask(_members(torch.float32))
-    keys = {"a": "ir", "b": "vi", "task_a": "ir_task", "task_b": "vi_task",
+    keys = {"a": "source_a", "b": "source_b", "task_a": "source_a_task", "task_b": "source_b_task",
             "target": {"reg": "dense", "cls": {"mask": "gt_sem_seg"}}}
-    data = {"ir": torch.rand(2, 1, 4, 4), "vi": torch.rand(2, 1, 4, 4),
+    data = {"source_a": torch.rand(2, 1, 4, 4), "source_b": torch.rand(2, 1, 4, 4),
             "dense": torch.rand(2, 2, 4, 4), "gt_sem_seg": torch.randint(0, 3, (2, 4, 4))}
     batch, targets = read_batch(data, keys, multi)
     assert [sorted(t) for t in targets] == [["cls", "reg"]] * 2 and set(targets[0]["cls"]) == {"mask"}
@@ -340,7 +340,7 @@ def test_segformer_and_yolo_members_both_reach_g(real_batches):
     multi = MultiTask(dict(seg=dict(type="SegFormerTask", num_classes=4, model=seg_model, seed=0),
                            det=dict(type="YOLOv8Task", num_classes=3, seed=0)),
                       weights=dict(seg=0.5, det=2.0))
-    keys = {"a": "ir", "b": "vi", "task_a": "ir_task", "task_b": "vi_task",
+    keys = {"a": "source_a", "b": "source_b", "task_a": "source_a_task", "task_b": "source_b_task",
             "target": {"seg": "gt_sem_seg", "det": {"bboxes": "gt_bboxes", "labels": "gt_labels"}}}
     tr, te = (read_batch(b, keys, multi)[0] for b in real_batches)
     assert tr.target["seg"].shape == (2, 64, 64) and {"batch_idx", "cls", "bboxes"} <= set(tr.target["det"])
