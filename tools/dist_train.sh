@@ -2,9 +2,14 @@
 # Data-parallel training on one machine with torchrun:
 #   bash tools/dist_train.sh CONFIG NUM_PROCS [tools/train.py arguments ...]
 # e.g. bash tools/dist_train.sh projects/tdfusion/configs/tdfusion_yolov8_m3fd.py 4 --resume
-# Gradients of F, G and T are averaged over processes before every optimiser step
-# (model_wrapper_cfg = GradientAveragingWrapper); each process sees its own shard of
-# every epoch plan, so the global batch is NUM_PROCS x batch_size.
+# Each process sees its own shard of every epoch plan; gradients of F, G and T are
+# averaged before every optimiser step (model_wrapper_cfg = GradientAveragingWrapper),
+# and the learner averages the inner gradient inside the differentiable inner step and
+# the hypergradient (learnable_fusion_loss/meta/distributed.py). So a meta or fusion
+# step equals the single-process one on the joined batch of NUM_PROCS x batch_size
+# (exactly for nets without BatchNorm statistics, which stay per process).
+# tests/test_distributed.py checks the learner; the engine path through this script is
+# not yet compared with tools/train.py.
 set -euo pipefail
 if [[ $# -lt 2 ]]; then
   echo "usage: $0 CONFIG NUM_PROCS [train.py args ...]" >&2

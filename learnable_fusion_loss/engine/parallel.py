@@ -9,6 +9,8 @@ from mmengine.optim import OptimWrapperDict
 from mmengine.registry import MODEL_WRAPPERS
 from torch import nn
 
+from ..meta.distributed import average_gradients_before_step, world_size
+
 __all__ = ["GradientAveragingWrapper"]
 
 
@@ -21,8 +23,10 @@ class GradientAveragingWrapper(nn.Module):
     own steps go through. This wrapper instead registers a pre-step hook on every
     optimiser of the ``OptimWrapperDict`` that all-reduces (averages) the gradients
     of that optimiser's parameters right before it steps, so F, G and T see the
-    gradient of the global batch. Parameters and buffers are broadcast from rank 0
-    at construction. Use with ``model_wrapper_cfg=dict(type='GradientAveragingWrapper')``.
+    gradient of the global batch; the learner itself averages the inner gradient
+    and the hypergradient (:mod:`learnable_fusion_loss.meta.distributed`), so a meta
+    step on P processes is the single-process one on the joined batch. Parameters
+    and buffers are broadcast from rank 0 at construction. Use with ``model_wrapper_cfg=dict(type='GradientAveragingWrapper')``.
 
     Every rank must take the same optimiser steps in the same order (true for
     :class:`~learnable_fusion_loss.engine.MetaFusionModel`, except when a step is
@@ -33,8 +37,7 @@ class GradientAveragingWrapper(nn.Module):
     def __init__(self, module: nn.Module, broadcast_parameters: bool = True) -> None:
         super().__init__()
         self.module = module
-        self._hooked: set[int] = set()
-        if broadcast_parameters and _world_size() > 1:
+        if broadcast_parameters and world_size() > 1:
             import torch.distributed as dist
 
             with torch.no_grad():
@@ -43,13 +46,10 @@ class GradientAveragingWrapper(nn.Module):
 
     def _install(self, optim_wrapper: OptimWrapperDict) -> None:
         for _, wrapper in optim_wrapper.items():
-            optimizer = wrapper.optimizer
-            if id(optimizer) not in self._hooked:
-                optimizer.register_step_pre_hook(_average_gradients)
-                self._hooked.add(id(optimizer))
+            average_gradients_before_step(wrapper.optimizer)
 
     def train_step(self, data: Any, optim_wrapper: OptimWrapperDict) -> dict[str, float]:
-        if _world_size() > 1:
+        if world_size() > 1:
             self._install(optim_wrapper)
         return self.module.train_step(data, optim_wrapper)
 
@@ -61,35 +61,3 @@ class GradientAveragingWrapper(nn.Module):
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.module(*args, **kwargs)
-
-
-def _world_size() -> int:
-    import torch.distributed as dist
-
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def _average_gradients(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-    """Optimiser pre-step hook: average ``.grad`` of its parameters over all ranks."""
-    import torch.distributed as dist
-
-    world = _world_size()
-    if world == 1:
-        return
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    if not params:
-        return
-    device = params[0].device
-    present = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=device)
-    dist.all_reduce(present)
-    chosen = [p for p, n in zip(params, present.tolist(), strict=True) if n > 0]
-    if not chosen:
-        return
-    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in chosen])
-    dist.all_reduce(flat)
-    flat.div_(world)
-    offset = 0
-    for p in chosen:
-        count = p.numel()
-        p.grad = flat[offset : offset + count].view_as(p).clone()
-        offset += count

@@ -20,6 +20,7 @@ from torch.autograd import forward_ad
 
 from ..losses.learnable import LearnableLoss
 from .batch import Batch, call_model
+from .distributed import mean_over_processes
 from .hypergradient import Hypergradient, zeros_where_none
 from .inner import InnerStep, bind_weights
 
@@ -48,7 +49,7 @@ class ForwardHypergradient:
             # 1. g = ∇_θ L_f, first order.
             fused = call_model(net, meta_train.inputs)
             inner_value = self.loss(fused, *meta_train.loss_inputs, loss_params=loss_params.detach()).loss
-            grads = torch.autograd.grad(inner_value, list(named.values()), allow_unused=True)
+            grads = mean_over_processes(torch.autograd.grad(inner_value, list(named.values()), allow_unused=True))
             del fused, inner_value
             # 2. θ' = U(θ, g), kept differentiable in g only (elementwise, cheap).
             g_leaves = [g.detach().requires_grad_() for g in zeros_where_none(grads, named.values())]
@@ -57,8 +58,8 @@ class ForwardHypergradient:
             # 3. v = ∂L_t/∂θ' through F_θ' and T'.
             fast = {n: t.detach().requires_grad_() for n, t in updated.items()}
             loss_task = self.task.loss(call_model(bind(fast), meta_test.task_inputs), meta_test.target)
-            v = zeros_where_none(torch.autograd.grad(loss_task, list(fast.values()), allow_unused=True),
-                                  fast.values())
+            v = zeros_where_none(mean_over_processes(
+                torch.autograd.grad(loss_task, list(fast.values()), allow_unused=True)), fast.values())
             del fast
             # 4. w = (∂U/∂g)ᵀ v.
             w = zeros_where_none(

@@ -23,6 +23,7 @@ from ..tasks.base import buffers_kept_unless
 from .batch import Batch, FusionBatch, call_model
 from .guard import NonFiniteGuard, all_finite
 from .hypergradient import weight_means, zeros_where_none
+from .distributed import mean_over_processes
 from .inner import InnerStep
 from .warmup import TaskWarmupSource, guarded_task_step, task_warmup_step
 
@@ -49,6 +50,7 @@ class FusionPhase:
     objective: Objective | None
     inner: InnerStep
     current_inner_lr: Callable[[], float]
+    _average_over_processes: Callable[[], None]
 
     def _objective(
         self, output: Any, batch: Batch, loss_params: Tensor | None = None, detach_params: bool = False
@@ -63,6 +65,7 @@ class FusionPhase:
 
     def task_step(self, batch: Batch) -> dict[str, float]:
         """T's ordinary step on F's current (detached) output for the task view."""
+        self._average_over_processes()
         with buffers_kept_unless(self.fusion_net) as applied, torch.no_grad():
             fused_task = call_model(self.fusion_net, batch.task_inputs)
             applied[0] = all_finite([fused_task])  # else no statistics of a NaN pass are kept
@@ -89,6 +92,7 @@ class FusionPhase:
 
     def _fusion_update(self, batch: Batch, loss_params: Tensor | None, phase: str) -> dict[str, float]:
         """F's step on ``L_f`` [+ λ L_t] (none for an F without parameters), guarded."""
+        self._average_over_processes()
         self.fusion_net.train()
         if not self.fusion_params:  # nothing to step (ablation V with G's weights): T only
             with torch.no_grad():
@@ -138,7 +142,7 @@ class FusionPhase:
         """``∇_θ L_f(F_θ(tr); G_φ(tr))``, first order: the gradient of F's look-ahead step."""
         self.fusion_net.train()
         output = self._objective(call_model(self.fusion_net, batch.inputs), batch, detach_params=True)
-        grads = torch.autograd.grad(output.loss, self.fusion_params, allow_unused=True)
+        grads = mean_over_processes(torch.autograd.grad(output.loss, self.fusion_params, allow_unused=True))
         return [g.detach() for g in zeros_where_none(grads, self.fusion_params)]
 
     def _keep_look_ahead(self, batch: Batch, grads: list[Tensor] | None) -> dict[str, float]:
@@ -194,4 +198,5 @@ class FusionPhase:
         step on each), ``"mean"`` / ``"max"`` (a fixed rule's fused image) or
         ``"fused"`` (F's current output, e.g. after a fusion warm-up).
         """
+        self._average_over_processes()
         return task_warmup_step(self.task, self.fusion_net, batch, source, self.guard)

@@ -35,6 +35,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from .distributed import differentiable_mean, world_size
+
 Backend = Literal["torch.func", "higher", "learn2learn"]
 InnerOptimizer = Literal["sgd", "adam"]
 BACKENDS: tuple[str, ...] = ("torch.func", "higher", "learn2learn")
@@ -162,7 +164,8 @@ class InnerStep:
         # autograd.grad (not backward(create_graph=True)) keeps the graph out of
         # .grad and avoids the parameter ↔ gradient reference cycle that leaks.
         grads = torch.autograd.grad(loss, list(named.values()), create_graph=True, allow_unused=True)
-        return bind(self.update(named, grads, lr, optimizer))
+        # On P processes: the joined batch's gradient, still differentiable (see .distributed).
+        return bind(self.update(named, differentiable_mean(grads), lr, optimizer))
 
     def update(
         self,
@@ -228,7 +231,7 @@ class InnerStep:
         # (we never ask for their gradient, only for φ's).
         fmodel = higher.monkeypatch(model, copy_initial_weights=False, track_higher_grads=True)
         diffopt = higher.optim.get_diff_optim(opt, params, fmodel=fmodel, track_higher_grads=True)
-        diffopt.step(loss_fn(fmodel))
+        diffopt.step(loss_fn(fmodel), grad_callback=differentiable_mean if world_size() > 1 else None)
         return fmodel
 
     def _adapt_learn2learn(
@@ -236,6 +239,9 @@ class InnerStep:
     ) -> AdaptedModel:
         import learn2learn as l2l
 
+        if world_size() > 1:
+            raise RuntimeError("the learn2learn backend computes its inner gradient inside adapt(), where it "
+                               "cannot be averaged over processes: use 'torch.func' or 'higher' with several")
         maml = l2l.algorithms.MAML(model, lr=lr, first_order=False, allow_unused=True)
         clone = maml.clone()
         clone.adapt(loss_fn(clone))

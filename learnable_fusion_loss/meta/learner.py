@@ -49,6 +49,7 @@ from .._checks import NonFiniteValueError
 from ..losses.learnable import LearnableLoss, LossOutput
 from ..tasks.base import TaskAdapter, as_task, buffers_kept_unless, restore_keeping_optimizer
 from .batch import Batch, call_model
+from .distributed import average_gradients_before_step, mean_over_processes, world_size
 from .fusion_phase import FusionPhase, Objective
 from .guard import NonFiniteGuard
 from .hypergradient import Hypergradient, weight_means, zeros_where_none
@@ -282,14 +283,27 @@ class MetaLossLearner(FusionPhase, ForwardHypergradient):
         and comes from autograd on the update rule. No second-order graph of F is
         ever built: F's activations live for one first-order pass at a time.
         """
+        self._average_over_processes()
         if not self.fusion_params:
-            return self._hypergradient_direct(meta_train, meta_test)
-        if self.hypergradient_mode == "forward":
-            return self._hypergradient_forward(meta_train, meta_test)
-        with self._task_prime(meta_train):
-            loss_task, inner = self._meta_loss(meta_train, meta_test)
-            grads = self._generator_grads(loss_task)
-        return Hypergradient(grads=grads, loss_task=loss_task.detach(), inner=inner)
+            hyper = self._hypergradient_direct(meta_train, meta_test)
+        elif self.hypergradient_mode == "forward":
+            hyper = self._hypergradient_forward(meta_train, meta_test)
+        else:
+            with self._task_prime(meta_train):
+                loss_task, inner = self._meta_loss(meta_train, meta_test)
+                grads = self._generator_grads(loss_task)
+            hyper = Hypergradient(grads=grads, loss_task=loss_task.detach(), inner=inner)
+        if world_size() == 1:
+            return hyper
+        # Each process's share; their mean is the joined batch's (see .distributed).
+        *grads, loss_task = mean_over_processes([*hyper.grads, hyper.loss_task])
+        return Hypergradient(grads=grads, loss_task=loss_task, inner=hyper.inner)
+
+    def _average_over_processes(self) -> None:
+        """On P processes every optimiser step averages its gradients first (once per optimiser)."""
+        if world_size() > 1:
+            for optimizer in (self.fusion_optimizer, self.generator_optimizer, getattr(self.task, "optimizer", None)):
+                average_gradients_before_step(optimizer)
 
     def _generator_grads(self, output: Tensor) -> list[Tensor]:
         if not self.generator_params:
