@@ -203,6 +203,8 @@ def test_medical_output_is_tanh_and_presets_pick_the_released_order():
     assert sorted(TIMFusionMedical("ct", channels=SMALL, aux_heads=False).forward_with_aux(a, b)) == ["fused", "stage1"]
     with pytest.raises(ValueError, match="valid: ct, pet, spect"):
         TIMFusionMedical("mri_x")
+    with pytest.raises(ValueError, match="stage2_first must be 'a' or 'b'"):
+        TIMFusionIVIF(channels=SMALL, stage2_first="vis")
 
 
 # ---------------------------------------------------------------- colour pipeline

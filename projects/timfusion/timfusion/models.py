@@ -40,9 +40,12 @@ MEDICAL_TASKS: dict[str, dict[str, str]] = {
 }
 
 
-def _order(a: Tensor, b: Tensor, first: str) -> tuple[Tensor, Tensor]:
+def _check_source(name: str, first: object) -> None:
     if first not in ("a", "b"):
-        raise ValueError(f"the first source must be 'a' or 'b', got {first!r}")
+        raise ValueError(f"{name} must be 'a' or 'b', got {first!r}")
+
+
+def _order(a: Tensor, b: Tensor, first: str) -> tuple[Tensor, Tensor]:
     return (a, b) if first == "a" else (b, a)
 
 
@@ -52,8 +55,8 @@ class _TwoStage(nn.Module):
 
     def __init__(self, stage1_first: Source, stage2_first: Source, clamp: bool) -> None:
         super().__init__()
-        _order(None, None, stage1_first)  # type: ignore[arg-type]
-        _order(None, None, stage2_first)  # type: ignore[arg-type]
+        _check_source("stage1_first", stage1_first)
+        _check_source("stage2_first", stage2_first)
         self.stage1_first, self.stage2_first, self.clamp = stage1_first, stage2_first, bool(clamp)
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
